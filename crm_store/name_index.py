@@ -54,7 +54,9 @@ def trigrams(key: str) -> set[str]:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """A scored candidate: `tier` 3 = exact, 2 = prefix, 1 = fuzzy; `score` is WRatio 0-100."""
+    """A scored candidate; `score` is WRatio 0-100 and `tier` says how the name matched:
+    4 exact, 3 the name starts with the query, 2 every query word starts a word of the name,
+    1 fuzzy only. Exact and prefix matches rank first, whatever their score."""
 
     id: int
     key: str
@@ -68,8 +70,11 @@ class Match:
 
 def tier_of(query: str, key: str) -> int:
     if key == query:
+        return 4
+    if key.startswith(query):
         return 3
-    if key.startswith(query) or all(any(w.startswith(q) for w in key.split()) for q in query.split()):
+    words = key.split()
+    if all(any(w.startswith(q) for w in words) for q in query.split()):
         return 2
     return 1
 

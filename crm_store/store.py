@@ -207,6 +207,13 @@ class Store:
         async with self.session() as s:
             return (await s.execute(query)).scalar_one_or_none()
 
+    async def contact(self, actor: Actor, contact_id: int) -> Contact | None:
+        query = select(Contact).where(
+            Contact.id == contact_id, Contact.erased_at.is_(None), directory_visible(actor)
+        ).options(selectinload(Contact.account))
+        async with self.session() as s:
+            return (await s.execute(query)).scalar_one_or_none()
+
     async def counts(self) -> dict[str, int]:
         """Row counts of every table (used by the CLI and by tests that check nothing changed)."""
         out: dict[str, int] = {}

@@ -13,9 +13,12 @@ from crm_store.actors import Actor
 from crm_store.models import DealTeamMember, Opportunity, User
 
 
-def reporting_tree(user_id: int) -> Select[tuple[int]]:
-    """Ids of `user_id` and everyone below them. UNION (not ALL) ends even on a cyclic chain."""
-    tree = select(User.id.label("id")).where(User.id == user_id).cte("reporting_tree", recursive=True)
+def reporting_tree(user_id: int, name: str = "reporting_tree") -> Select[tuple[int]]:
+    """Ids of `user_id` and everyone below them. UNION (not ALL) ends even on a cyclic chain.
+
+    Give a distinct `name` when a statement needs two trees (SQL wants distinct CTE names).
+    """
+    tree = select(User.id.label("id")).where(User.id == user_id).cte(name, recursive=True)
     tree = tree.union(select(User.id).where(User.manager_id == tree.c.id))
     return select(tree.c.id)
 

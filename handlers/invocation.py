@@ -1,0 +1,33 @@
+"""What an adapter hands to the core: who asked, where, and the words after ``/crm``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+from crm_store import Actor, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    text: str
+    actor: Actor
+    platform: str = "shell"
+    channel_id: str | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    """Everything a handler may use; built per invocation by the dispatcher, no globals."""
+
+    store: Store
+    invocation: Invocation
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def actor(self) -> Actor:
+        return self.invocation.actor
+
+    @property
+    def today(self) -> date:
+        return self.now.date()

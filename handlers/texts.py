@@ -1,0 +1,43 @@
+"""Every sentence a user can read, in one place (wording, tone and future translation)."""
+
+from __future__ import annotations
+
+MAX_INPUT_CHARS = 4000
+MAX_QUERY_CHARS = 200
+
+TOO_LONG = "That is too long: {length:,} characters. A /crm command takes at most {limit:,}."
+QUERY_TOO_LONG = "Search text can be at most {limit} characters; yours has {length:,}. Try the distinctive part of the name."
+NOTE_TOO_LONG = "A note can be at most {limit:,} characters; yours has {length:,}. Split it into two notes."
+EMPTY_ARGS = "`/crm {name}` needs more: type `/crm {usage}`, for example `/crm {example}`."
+NO_ARGS_EXPECTED = "`/crm {name}` takes no words after it. Type `/crm {usage}`."
+UNKNOWN_COMMAND = "`{word}` is not a command. Did you mean `/crm {suggestion}`?"
+UNKNOWN_COMMAND_WITH_RESULTS = "`{word}` is not a command, so here are search results. Did you mean `/crm {suggestion}`?"
+UNKNOWN_HELP_TOPIC = "There is no command `{word}`. Type `/crm help` to see them all."
+NOT_YET = "`/crm {name}` is not available in this version of Dealbot yet. Type `/crm help` to see what is."
+INTERNAL_ERROR = "Sorry, something went wrong on our side and it has been logged (reference {ref}). Please try again in a moment."
+HELP_TITLE = "Dealbot commands"
+HELP_INTRO = "Type `/crm` followed by a command. Anything that is not a command is searched for."
+HELP_NOT_YET = " (not available yet)"
+
+NOTHING_FOUND = "Nothing matches “{query}”. Check the spelling, or search for part of the name."
+NO_MATCH = "No {kind} matches “{query}”. Check the spelling, or try `/crm find {query}`."
+MORE_MATCHES = "More match; add a word to narrow it down."
+DID_YOU_MEAN = "Several {kinds} match “{query}”. Which one did you mean?"
+UNMAPPED_HINT = (
+    "Your chat account is not linked to a user in the CRM, so Dealbot can show you nothing yet. "
+    "Ask your Dealbot admin to add your email address."
+)
+NOT_VISIBLE_REF = "No {kind} {ref} that you can see. Look it up by name with `/crm find <name>`."
+
+LOG_USAGE = "Tell me which deal: `/crm log <deal>: <note>`, for example `/crm log acme renewal: sent the revised quote`. Inside a deal room, `/crm log <note>` is enough."
+LOG_EMPTY_NOTE = "The note is empty. Type `/crm log {deal}: <what happened>`."
+LOG_DONE = "Noted on {deal}."
+LOG_UNMAPPED = "Only users known to the CRM can write notes. Ask your Dealbot admin to add your email address."
+TIMELINE_USAGE = "Which deal? Type `/crm timeline <deal>`, for example `/crm timeline acme renewal`. Inside a deal room, `/crm timeline` is enough."
+TIMELINE_EMPTY = "Nothing on the timeline of {deal} yet. Add the first note with `/crm log #{ref}: <note>`."
+
+PIPELINE_USAGE = "Type `/crm pipeline`, `/crm pipeline mine`, `/crm pipeline team` or `/crm pipeline @someone`."
+PIPELINE_NO_TEAM = "Nobody reports to you in the CRM, so there is no team pipeline. Try `/crm pipeline mine`."
+PIPELINE_NO_USER = "No CRM user matches “{who}”. Use their email address, e.g. `/crm pipeline @maya@example.com`."
+PIPELINE_MANY_USERS = "Several people match “{who}”. Which one did you mean?"
+PIPELINE_EMPTY = "No open deals in this pipeline that you can see."
