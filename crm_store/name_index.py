@@ -45,10 +45,17 @@ def normalize(name: str, *, strip_suffixes: bool = True) -> str:
 
 
 def trigrams(key: str) -> set[str]:
+    """Padded trigrams of each word, plus each word's sorted letters.
+
+    The sorted-letters gram survives a transposition ("amce" for "acme"), which in a short word
+    breaks every trigram.
+    """
     grams: set[str] = set()
     for word in key.split():
         padded = f" {word} "
         grams.update(padded[i : i + 3] for i in range(len(padded) - 2))
+        if len(word) > 2:
+            grams.add("#" + "".join(sorted(word)))
     return grams
 
 
@@ -106,6 +113,7 @@ class NameIndex:
     def add(self, row_id: int, name: str) -> None:
         """Add or replace the name of `row_id`."""
         key = normalize(name, strip_suffixes=self.strip_suffixes)
+        self._lengths_np = None  # release the numpy view so the array may grow
         old = self._pos.get(row_id)
         if old is not None:
             if self._keys[old] == key:
@@ -123,7 +131,6 @@ class NameIndex:
             if plist is None:
                 postings[gram] = plist = array("i")
             plist.append(pos)
-        self._lengths_np = None
 
     def add_many(self, rows: Iterable[tuple[int, str]]) -> None:
         for row_id, name in rows:
