@@ -96,7 +96,7 @@ async def account_card(store: Store, actor: Actor, account_id: int) -> AccountCa
         deals = list((await s.execute(
             select(Opportunity)
             .where(Opportunity.account_id == account_id, Opportunity.status == "open", opportunity_visible(actor))
-            .options(selectinload(Opportunity.owner))
+            .options(selectinload(Opportunity.owner), selectinload(Opportunity.account))
             .order_by(Opportunity.amount.desc())
             .limit(10)
         )).scalars())

@@ -83,7 +83,10 @@ def deal_actions(opp: Opportunity) -> list[Action]:
     ]
 
 
-async def deal_card(ctx: Context, opp: Opportunity) -> Reply:
+async def deal_card(ctx: Context, found: Opportunity) -> Reply:
+    opp = await ctx.store.opportunity(ctx.actor, found.id)  # with its team loaded
+    if opp is None:
+        raise CommandError(texts.NOT_VISIBLE_REF.format(kind="deal", ref=f"#{found.id}"))
     contacts, _ = await key_contacts(ctx.store, ctx.actor, opp.account_id)
     entries = await recent_entries(ctx.store, ctx.actor, opp.id, limit=3)
     team = ", ".join(sorted(m.user.name for m in opp.team)) or "—"

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -68,8 +68,13 @@ class Org:
         return DEALS[key][0]
 
 
+def utc_today() -> date:
+    """The dispatcher's notion of today (UTC), so date-dependent tests agree with it."""
+    return datetime.now(timezone.utc).date()
+
+
 async def build_org(store: Store, today: date | None = None) -> Org:
-    today = today or date.today()
+    today = today or utc_today()
     org = Org()
     async with store.transaction() as s:
         for key, (name, role, manager) in PEOPLE.items():

@@ -6,7 +6,7 @@ import pytest
 
 from crm_store import Actor, Store
 from crm_store.deals import account_card, pipeline, recent_entries
-from tests.org import Org
+from tests.org import Org, utc_today
 
 
 async def actor(store: Store, who: str) -> Actor:
@@ -43,14 +43,12 @@ async def test_manager_of_a_different_branch_does_not_see_it(store: Store, org: 
 
 
 async def test_pipeline_totals_never_include_hidden_deals(store: Store, org: Org) -> None:
-    from datetime import date
-
     rita = await actor(store, "rep_a")
     # Rita asks for Ben's pipeline: Ben's deal is not hers to see, so it is empty, not a count.
-    data = await pipeline(store, rita, org.users["rep_b"], "user", date.today())
+    data = await pipeline(store, rita, org.users["rep_b"], "user", utc_today())
     assert data.lines == [] and data.totals == {}
     victor = await actor(store, "vp")
-    team = await pipeline(store, victor, org.users["vp"], "team", date.today())
+    team = await pipeline(store, victor, org.users["vp"], "team", utc_today())
     assert sum(line.count for line in team.lines) == 4  # Rita's 2 open, Ben's 1, Cara's 1; not Lou's
 
 
