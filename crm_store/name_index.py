@@ -29,15 +29,19 @@ LEGAL_SUFFIXES = frozenset(
     """inc incorporated corp corporation co company llc llp lp ltd limited plc gmbh ag kg mbh
     sa sas sarl srl spa bv nv oy ab as aps pty pte kk gk the""".split()
 )
-_NON_WORD = re.compile(r"[^0-9a-z]+")
+_NON_WORD = re.compile(r"[\W_]+")
+_INITIAL_DOT = re.compile(r"\b(\w)\.")  # "S.A." -> "SA", but "acme.com" stays two words
 _SPECIAL = str.maketrans({"ß": "ss", "æ": "ae", "ø": "o", "œ": "oe", "ł": "l", "đ": "d", "þ": "th", "&": " and "})
 
 
 def normalize(name: str, *, strip_suffixes: bool = True) -> str:
-    """Lower-case ASCII words separated by single spaces, legal suffixes removed when asked."""
-    folded = unicodedata.normalize("NFKD", name.lower().translate(_SPECIAL))
-    ascii_only = folded.encode("ascii", "ignore").decode()
-    words = _NON_WORD.sub(" ", ascii_only).split()
+    """Lower-case words without accents or punctuation, legal suffixes removed when asked.
+
+    Letters of any script are kept ("東京" stays searchable); only accents are folded away.
+    """
+    folded = unicodedata.normalize("NFKD", _INITIAL_DOT.sub(r"\1", name.lower().translate(_SPECIAL)))
+    bare = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    words = _NON_WORD.sub(" ", bare).split()
     if strip_suffixes:
         kept = [w for w in words if w not in LEGAL_SUFFIXES]
         words = kept or words
