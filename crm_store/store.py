@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
+from rapidfuzz import fuzz
+from rapidfuzz.utils import default_process
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
@@ -164,7 +166,12 @@ class Store:
             rows = {r.id: r for r in (await s.execute(visible.where(model.id.in_(candidates)))).scalars()}
         matches = index.rank(text, rows, limit=len(rows))
         found = [Found(rows[m.id], m) for m in matches]
-        found.sort(key=lambda f: (f.match.tier, f.match.score, *_tie_break(f.row)), reverse=True)
+        # Equal normalised matches ("Acme S.A." and "ACME Corp" for "acme corp") are told apart
+        # by how close the raw names are, then by the row's own tie-break.
+        raw = text.lower()
+        found.sort(key=lambda f: (f.match.tier, f.match.score,
+                                  fuzz.WRatio(raw, f.row.name, processor=default_process),
+                                  *_tie_break(f.row)), reverse=True)
         return found[:limit]
 
     async def _fresh_index(self, kind: Kind) -> NameIndex:

@@ -59,6 +59,14 @@ async def test_exact_and_prefix_matches_rank_before_fuzzy_ones(store: Store, org
     assert names.index("Acmeville Bakery") < names.index("Acne Studios")
 
 
+async def test_equal_normalised_names_prefer_the_closer_raw_name(store: Store, org: Org) -> None:
+    async with store.transaction() as s:
+        s.add(Account(external_id="acme-sa", name="Acme S.A."))
+    me = await admin(store)
+    assert (await store.find_accounts(me, "acme corp"))[0].row.name == "ACME Corporation, Inc."
+    assert (await store.find_accounts(me, "acme sa"))[0].row.name == "Acme S.A."
+
+
 async def test_ties_broken_by_amount(store: Store, org: Org) -> None:
     async with store.transaction() as s:
         for i, amount in enumerate(["1000", "900000", "5000"]):
