@@ -27,6 +27,8 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the engine for `url` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``)."""
     parsed = make_url(url)
+    # Statement parameters can hold message text and personal data: keep them out of errors/logs.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)

@@ -186,11 +186,11 @@ class Store:
     async def _refresh(self, kind: Kind, state: _IndexState) -> None:
         started = utcnow()
         since = state.watermark - WATERMARK_OVERLAP if state.watermark else None
-        query, gone = _index_query(kind, since)
+        query = _index_query(kind, since)
         async with self.session() as s:
             result = await s.stream(query.execution_options(yield_per=20_000))
             async for row_id, name, extra, removed in result:
-                if gone(removed):
+                if removed is not None:
                     state.index.remove(row_id)
                 else:
                     state.index.add(row_id, _label(name, extra))
@@ -246,8 +246,8 @@ def _tie_break(row: Any) -> tuple[Any, ...]:
     return (row.updated_at,)
 
 
-def _index_query(kind: Kind, since: datetime | None) -> tuple[Select[Any], Any]:
-    """Rows to (re)index for `kind` changed since `since`, and how to tell a removed row."""
+def _index_query(kind: Kind, since: datetime | None) -> Select[Any]:
+    """``(id, name, account name, removed marker)`` of rows of `kind` changed since `since`."""
     if kind == "account":
         query = select(Account.id, Account.name, None, Account.merged_into_id)
         changed: Sequence[Any] = [Account.updated_at]
@@ -262,4 +262,4 @@ def _index_query(kind: Kind, since: datetime | None) -> tuple[Select[Any], Any]:
         for col in changed[1:]:
             cond = cond | (col >= since)
         query = query.where(cond)
-    return query, (lambda removed: removed is not None)
+    return query

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from crm_store.models import User
 from crm_store.deals import has_reports, pipeline as load_pipeline
 from handlers import texts
 from handlers.format import deal_line, money
@@ -58,7 +59,7 @@ async def pipeline(ctx: Context, args: str) -> Reply:
     return Reply(title=name, fields=fields, sections=[*sections, closing])
 
 
-async def _user(ctx: Context, who: str):  # type: ignore[no-untyped-def]
+async def _user(ctx: Context, who: str) -> User:
     mention = SLACK_MENTION.match(who)
     needle = mention.group(1) if mention else check_query(who.lstrip("@"))
     users = await ctx.store.find_users(needle)
