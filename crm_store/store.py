@@ -1,20 +1,17 @@
 """The store: one object that owns the engine, the sessions and the fuzzy name indexes.
 
-Name indexes are kept in memory for speed and refreshed from the database by `updated_at`
-watermark, so several replicas sharing one database each see the others' writes within
-`INDEX_REFRESH_SECONDS`. Rows found by the index are always re-read from the database with
-the visibility predicate, so a stale index can cost a candidate, never reveal a hidden row.
+A lookup takes a few hundred candidates from the in-memory name index (kept fresh by
+`name_sync`), filters them by visibility in SQL (ids only), re-ranks them with WRatio, and loads
+full rows just for the best few. Rows are always re-read with the visibility predicate, so a
+stale index can cost a candidate, never reveal a hidden row.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rapidfuzz import fuzz
 from rapidfuzz.utils import default_process
@@ -25,18 +22,16 @@ from sqlalchemy.orm import selectinload
 from crm_store import migrate
 from crm_store.actors import Actor
 from crm_store.engine import create_engine, session_factory
-from crm_store.models import Account, Base, Contact, DealTeamMember, Opportunity, User, utcnow
-from crm_store.name_index import Match, NameIndex
+from crm_store.models import Account, Base, Contact, DealTeamMember, Opportunity, User
+from crm_store.name_index import Match
+from crm_store.name_sync import Kind, NameIndexes
 from crm_store.visibility import directory_visible, opportunity_visible
 
-Kind = Literal["account", "contact", "opportunity"]
 T = TypeVar("T")
 
-INDEX_REFRESH_SECONDS = 2.0
-# Re-read rows changed this long before the watermark, to absorb clock skew between replicas.
-WATERMARK_OVERLAP = timedelta(seconds=30)
 CANDIDATES = 400
 MAX_QUERY_CHARS = 200
+MAX_TIED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,24 +40,11 @@ class Found(Generic[T]):
     match: Match
 
 
-class _IndexState:
-    def __init__(self, index: NameIndex) -> None:
-        self.index = index
-        self.loaded = False
-        self.watermark: datetime | None = None
-        self.checked_at = 0.0
-        self.lock = asyncio.Lock()
-
-
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
-        self._indexes: dict[Kind, _IndexState] = {
-            "account": _IndexState(NameIndex()),
-            "contact": _IndexState(NameIndex(strip_suffixes=False)),
-            "opportunity": _IndexState(NameIndex()),
-        }
+        self.names = NameIndexes(self._sessions)
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = True) -> Store:
@@ -72,7 +54,12 @@ class Store:
             await migrate.upgrade(engine)
         return cls(engine)
 
+    async def warm_up(self) -> None:
+        """Load the name indexes now rather than on the first lookup (server start-up)."""
+        await self.names.load_all()
+
     async def close(self) -> None:
+        await self.names.close()
         await self.engine.dispose()
 
     @property
@@ -90,12 +77,7 @@ class Store:
         """A session whose work is committed as a whole, or not at all."""
         async with self._sessions() as session, session.begin():
             yield session
-        self.names_changed()
-
-    def names_changed(self) -> None:
-        """Make the next lookup pick up writes made by this process at once."""
-        for state in self._indexes.values():
-            state.checked_at = 0.0
+        self.names.mark_dirty()  # the next lookup sees what was just written
 
     # -- people -----------------------------------------------------------------------------
 
@@ -139,33 +121,48 @@ class Store:
     # -- fuzzy lookups ----------------------------------------------------------------------
 
     async def find_accounts(self, actor: Actor, text: str, limit: int = 10) -> list[Found[Account]]:
-        query = select(Account).where(Account.merged_into_id.is_(None), directory_visible(actor))
-        return await self._find("account", text, limit, Account, query.options(selectinload(Account.owner)))
+        rows = select(Account).where(Account.merged_into_id.is_(None), directory_visible(actor))
+        return await self._find("account", actor, text, limit, rows.options(selectinload(Account.owner)))
 
     async def find_contacts(self, actor: Actor, text: str, limit: int = 10) -> list[Found[Contact]]:
-        query = select(Contact).where(Contact.erased_at.is_(None), directory_visible(actor))
-        return await self._find("contact", text, limit, Contact, query.options(selectinload(Contact.account)))
+        rows = select(Contact).where(Contact.erased_at.is_(None), directory_visible(actor))
+        return await self._find("contact", actor, text, limit, rows.options(selectinload(Contact.account)))
 
     async def find_opportunities(
         self, actor: Actor, text: str, limit: int = 10
     ) -> list[Found[Opportunity]]:
-        query = select(Opportunity).where(opportunity_visible(actor)).options(
+        rows = select(Opportunity).where(opportunity_visible(actor)).options(
             selectinload(Opportunity.account), selectinload(Opportunity.owner)
         )
-        return await self._find("opportunity", text, limit, Opportunity, query)
+        return await self._find("opportunity", actor, text, limit, rows)
 
-    async def _find(
-        self, kind: Kind, text: str, limit: int, model: Any, visible: Select[Any]
-    ) -> list[Found[Any]]:
+    async def _find(self, kind: Kind, actor: Actor, text: str, limit: int, rows: Select[Any]) -> list[Found[Any]]:
+        if not actor.is_mapped:
+            return []
+        index = await self.names.get(kind)
         text = text[:MAX_QUERY_CHARS]
-        index = await self._fresh_index(kind)
         candidates = index.candidates(text, CANDIDATES)
         if not candidates:
             return []
-        async with self.session() as s:
-            rows = {r.id: r for r in (await s.execute(visible.where(model.id.in_(candidates)))).scalars()}
-        matches = index.rank(text, rows, limit=len(rows))
-        found = [Found(rows[m.id], m) for m in matches]
+        model = rows.column_descriptions[0]["entity"]
+        if kind == "opportunity" and not actor.is_admin:
+            async with self.session() as s:
+                ids = select(Opportunity.id).where(Opportunity.id.in_(candidates), opportunity_visible(actor))
+                candidates = list((await s.execute(ids)).scalars())
+        ranked = index.rank(text, candidates, limit=len(candidates))
+        found: list[Found[Any]] = []
+        start = 0
+        while len(found) < limit and start < len(ranked):
+            # The best still wanted, plus every match tied with the last of them, so that the
+            # tie-break below sees the whole tie.
+            end = min(len(ranked), start + limit - len(found) + 2)
+            while end < len(ranked) and end - start < MAX_TIED and ranked[end].rank == ranked[end - 1].rank:
+                end += 1
+            batch = ranked[start:end]
+            async with self.session() as s:
+                loaded = {r.id: r for r in (await s.execute(rows.where(model.id.in_([m.id for m in batch])))).scalars()}
+            found += [Found(loaded[m.id], m) for m in batch if m.id in loaded]
+            start = end
         # Equal normalised matches ("Acme S.A." and "ACME Corp" for "acme corp") are told apart
         # by how close the raw names are, then by the row's own tie-break.
         raw = text.lower()
@@ -173,30 +170,6 @@ class Store:
                                   fuzz.WRatio(raw, f.row.name, processor=default_process),
                                   *_tie_break(f.row)), reverse=True)
         return found[:limit]
-
-    async def _fresh_index(self, kind: Kind) -> NameIndex:
-        state = self._indexes[kind]
-        if state.loaded and time.monotonic() - state.checked_at < INDEX_REFRESH_SECONDS:
-            return state.index
-        async with state.lock:
-            if not state.loaded or time.monotonic() - state.checked_at >= INDEX_REFRESH_SECONDS:
-                await self._refresh(kind, state)
-        return state.index
-
-    async def _refresh(self, kind: Kind, state: _IndexState) -> None:
-        started = utcnow()
-        since = state.watermark - WATERMARK_OVERLAP if state.watermark else None
-        query = _index_query(kind, since)
-        async with self.session() as s:
-            result = await s.stream(query.execution_options(yield_per=20_000))
-            async for row_id, name, extra, removed in result:
-                if removed is not None:
-                    state.index.remove(row_id)
-                else:
-                    state.index.add(row_id, _label(name, extra))
-        state.watermark = started
-        state.loaded = True
-        state.checked_at = time.monotonic()
 
     # -- direct reads -----------------------------------------------------------------------
 
@@ -230,36 +203,8 @@ class Store:
         return out
 
 
-def _label(name: str, account: str | None) -> str:
-    """An opportunity is found by its own name and its account's ("acme renewal")."""
-    if not account:
-        return name
-    have = set(name.lower().split())
-    extra = [w for w in account.split() if w.lower() not in have]
-    return f"{name} {' '.join(extra)}" if extra else name
-
-
 def _tie_break(row: Any) -> tuple[Any, ...]:
     """Among equal matches: open deals, then larger amount, then the most recently updated."""
     if isinstance(row, Opportunity):
         return (row.status == "open", row.amount or 0, row.updated_at)
     return (row.updated_at,)
-
-
-def _index_query(kind: Kind, since: datetime | None) -> Select[Any]:
-    """``(id, name, account name, removed marker)`` of rows of `kind` changed since `since`."""
-    if kind == "account":
-        query = select(Account.id, Account.name, None, Account.merged_into_id)
-        changed: Sequence[Any] = [Account.updated_at]
-    elif kind == "contact":
-        query = select(Contact.id, Contact.name, None, Contact.erased_at)
-        changed = [Contact.updated_at]
-    else:
-        query = select(Opportunity.id, Opportunity.name, Account.name, None).join(Account)
-        changed = [Opportunity.updated_at, Account.updated_at]
-    if since is not None:
-        cond = changed[0] >= since
-        for col in changed[1:]:
-            cond = cond | (col >= since)
-        query = query.where(cond)
-    return query

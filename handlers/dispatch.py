@@ -12,8 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from crm_store import Store
-from handlers import help, later, lookup, notes, pipeline  # noqa: F401  (declare the commands)
-from handlers import texts
+import handlers.help
+import handlers.later
+import handlers.notes
+import handlers.pipeline  # noqa: F401  (importing the modules declares their commands)
+from handlers import lookup, texts
 from handlers.invocation import Context, Invocation
 from handlers.registry import CommandError, CommandTable, commands
 from handlers.reply import Action, Reply

@@ -50,6 +50,7 @@ async def log(ctx: Context, args: str) -> Reply:
                   summary="The latest entries on a deal's timeline: notes, decisions, stage changes.",
                   example="timeline acme renewal")
 async def timeline(ctx: Context, args: str) -> Reply:
+    opp: Opportunity | None
     if args.strip():
         opp = await resolve_deal(ctx, args, then="timeline #{id}")
     else:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from crm_store import Actor, Store
-from crm_store.models import Account, Opportunity
-from crm_store import store as store_module
+from sqlalchemy import delete
+
+from crm_store.models import Account, Contact, Opportunity
+from crm_store import name_sync
 from tests.org import Org
 
 
@@ -87,9 +90,34 @@ async def test_writes_by_another_replica_are_found_after_refresh(
             s.add(Account(external_id="new1", name="Zyxwin Holdings"))
     finally:
         await other.close()
-    monkeypatch.setattr(store_module, "INDEX_REFRESH_SECONDS", 0.0)
-    found = await store.find_accounts(me, "zyxwin holdings")
-    assert found[0].row.name == "Zyxwin Holdings"
+    monkeypatch.setattr(name_sync, "REFRESH_SECONDS", 0.0)
+    # Lookups never wait for the refresh: the new row shows up once the background one is done.
+    for _ in range(100):
+        found = await store.find_accounts(me, "zyxwin holdings")
+        if found and found[0].row.name == "Zyxwin Holdings":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("a row written by another replica was never found")
+
+
+async def test_periodic_rebuild_drops_rows_deleted_elsewhere(
+    store: Store, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = await admin(store)
+    await store.find_contacts(me, "gibbons")
+    assert len(await store.names.get("contact")) == 3
+    async with store.engine.begin() as conn:  # a hard delete that no updated_at can announce
+        await conn.execute(delete(Contact).where(Contact.id == org.contacts["gibbons"]))
+    monkeypatch.setattr(name_sync, "REBUILD_SECONDS", 0.0)
+    await store.names.get("contact")  # starts the rebuild in the background
+    for _ in range(100):
+        if len(await store.names.get("contact")) == 2:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the rebuild never dropped the deleted contact")
+    assert [f.row.name for f in await store.find_contacts(me, "peter gibbons") if f.match.score > 90] == []
 
 
 async def test_renamed_and_merged_rows_follow_the_database(store: Store, org: Org) -> None:
