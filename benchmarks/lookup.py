@@ -10,8 +10,7 @@ For each size N it:
 1. creates a fresh SQLite database in a temporary directory with ``Store.open`` (which runs the
    migrations), inserts one admin user and N accounts with distinct ``company_name`` names in
    chunks of 10,000 inside ``store.transaction()`` ("insert" time);
-2. makes one warm-up ``find_accounts`` call, which loads the in-memory name index from the
-   database ("index build" time);
+2. loads the in-memory name index from the database with ``Store.warm_up()`` ("index build");
 3. times ``await store.find_accounts(actor, query, limit=10)`` -- the full production path:
    trigram candidates, visibility-filtered re-read from SQLite, WRatio re-rank, tie break --
    for ``--queries`` queries made by ``noisy_query`` from random existing names;
@@ -27,10 +26,10 @@ The table also shows how many full (generation-2) garbage collections ran during
 lookups and their median pause, as these pauses set our tail latency. The benchmark keeps its own
 name lists in tuples of strings, which the collector stops tracking, so they add nothing to them.
 
-Accounts are inserted with ``created_at``/``updated_at`` one day in the past, as in a tenant whose
-accounts were not all written in the last few seconds. (Rows written within the store's
-``WATERMARK_OVERLAP`` of an index refresh are re-read by every refresh, so freshly inserted rows
-would make the periodic refreshes during the timed lookups re-stream the whole table.)
+The index is loaded with ``Store.warm_up()``, as a server does at start-up. Accounts are inserted
+with ``created_at``/``updated_at`` one day in the past, as in a tenant whose data was not all
+written in the last few seconds: rows younger than ``name_sync.OVERLAP`` are re-read by each
+background refresh, which would otherwise compete with the timed lookups for the CPU.
 
 Targets (checked at 1M names; smaller sizes get an informational verdict against the same
 thresholds): our p99 <= 50 ms, p50 speed-up >= 20x, tie-aware agreement >= 95%.
@@ -295,10 +294,11 @@ def verdict(r: SizeResult) -> str:
         (r.speedup >= TARGET_SPEEDUP, f"speed-up {r.speedup:.1f}x (>= {TARGET_SPEEDUP:g}x)"),
         (r.agreement_pct >= TARGET_AGREEMENT, f"agreement {r.agreement_pct:.1f}% (>= {TARGET_AGREEMENT:g}%)"),
     ]
+    if r.size != TARGET_SIZE:  # the targets are defined for 1M names only
+        return f"info {label(r.size)}: " + "; ".join(text for _, text in checks)
     passed = all(ok for ok, _ in checks)
     details = "; ".join(f"{text} {'ok' if ok else 'MISSED'}" for ok, text in checks)
-    note = "" if r.size == TARGET_SIZE else "  [informational: targets are set for 1M]"
-    return f"{'PASS' if passed else 'FAIL'} {label(r.size)}: {details}{note}"
+    return f"{'PASS' if passed else 'FAIL'} {label(r.size)}: {details}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
