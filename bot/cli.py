@@ -35,6 +35,20 @@ def _setup_logging(level: int = logging.WARNING) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(3000, help="Port to listen on."),
+) -> None:
+    """Run the server: REST API, health and metrics (Slack and Teams endpoints with their issues)."""
+    from bot import logs
+    from bot.server import serve as run_server
+
+    logs.setup(logging.INFO, structured=True)
+    settings = _settings()
+    asyncio.run(run_server(settings, host, port))
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Run the database migrations up to the newest schema."""

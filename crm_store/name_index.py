@@ -110,6 +110,7 @@ class NameIndex:
         self._postings: dict[str, array] = {}
         self._lengths = array("i")
         self._lengths_np: np.ndarray | None = None
+        self._by_key: dict[str, set[int]] = {}
 
     def __len__(self) -> int:
         return len(self._pos)
@@ -122,11 +123,12 @@ class NameIndex:
         if old is not None:
             if self._keys[old] == key:
                 return
-            self._keys[old] = None  # the slot's postings go stale; candidates are re-checked
+            self._forget(row_id, old)  # the slot's postings go stale; candidates are re-checked
         pos = len(self._keys)
         self._keys.append(key)
         self._ids.append(row_id)
         self._pos[row_id] = pos
+        self._by_key.setdefault(key, set()).add(row_id)
         grams = trigrams(key)
         self._lengths.append(len(grams))
         postings = self._postings
@@ -143,7 +145,21 @@ class NameIndex:
     def remove(self, row_id: int) -> None:
         pos = self._pos.pop(row_id, None)
         if pos is not None:
-            self._keys[pos] = None
+            self._forget(row_id, pos)
+
+    def _forget(self, row_id: int, pos: int) -> None:
+        key = self._keys[pos]
+        self._keys[pos] = None
+        if key is not None:
+            same = self._by_key.get(key)
+            if same is not None:
+                same.discard(row_id)
+                if not same:
+                    del self._by_key[key]
+
+    def same_key(self, name: str) -> set[int]:
+        """Ids whose normalised name equals that of `name` (suffix, case and accent variants)."""
+        return set(self._by_key.get(self.key(name), ()))
 
     def key(self, name: str) -> str:
         return normalize(name, strip_suffixes=self.strip_suffixes)

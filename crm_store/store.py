@@ -173,11 +173,13 @@ class Store:
 
     # -- direct reads -----------------------------------------------------------------------
 
-    async def opportunity(self, actor: Actor, opportunity_id: int) -> Opportunity | None:
-        """One opportunity with account, owner and team, or None when hidden or missing."""
+    async def opportunity(self, actor: Actor, opportunity_id: int | None = None, *,
+                          external_id: str | None = None) -> Opportunity | None:
+        """One opportunity (by id or external id) with account, owner and team; None when hidden."""
+        which = Opportunity.id == opportunity_id if external_id is None else Opportunity.external_id == external_id
         query = (
             select(Opportunity)
-            .where(Opportunity.id == opportunity_id, opportunity_visible(actor))
+            .where(which, opportunity_visible(actor))
             .options(
                 selectinload(Opportunity.account),
                 selectinload(Opportunity.owner),

@@ -1,0 +1,277 @@
+"""The REST API under /api/v1: source systems push users, accounts, contacts and opportunities,
+and read timelines. JSON in and out; every call needs ``Authorization: Bearer DEALBOT_API_TOKEN``.
+
+This module only translates HTTP to the sync engine and back; the rules live in `crm_store`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from crm_store import Actor, Store
+from crm_store.admin_ops import NotFound, erase_contact, erase_user
+from crm_store.deals import recent_entries
+from crm_store.models import Opportunity, TimelineEntry
+from crm_store.records import KEY_FIELD, RECORDS, Record
+from crm_store.sync import ItemResult, Sync, Who
+from bot.metrics import Metrics
+from bot.openapi import openapi_document
+
+MAX_BULK = 5000
+MAX_BODY = 8 * 1024 * 1024
+KINDS = tuple(RECORDS)
+STORE = web.AppKey("store", Store)
+TOKEN = web.AppKey("api_token", str)
+METRICS = web.AppKey("metrics", Metrics)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse every /api/v1 call without the right bearer token (compared in constant time)."""
+    if request.path.startswith("/api/v1/"):
+        expected = request.app[TOKEN]
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+            reason = "missing or wrong bearer token" if expected else "the API is off: DEALBOT_API_TOKEN is not set"
+            return problem(401, reason)
+    return await handler(request)
+
+
+async def _json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text=json.dumps({"error": "send JSON with Content-Type: application/json"}),
+                                           content_type="application/json")
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"malformed JSON: {error}"}), content_type="application/json")
+
+
+def _validation_details(error: ValidationError) -> list[dict[str, str]]:
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in error.errors()]
+
+
+def _parse(kind: str, body: Any) -> Record:
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    return RECORDS[kind].model_validate(body)
+
+
+async def _actor(request: web.Request) -> Actor:
+    """The acting user (``X-Dealbot-User``), or admin scope when the header is absent."""
+    email = request.headers.get("X-Dealbot-User")
+    if not email:
+        return Actor(user_id=0, name="API", role="admin")
+    actor = await request.app[STORE].actor_for(email=email)
+    if not actor.is_mapped:
+        raise web.HTTPForbidden(text=json.dumps({"error": f"no CRM user with email {email!r}"}), content_type="application/json")
+    return actor
+
+
+def _who(request: web.Request) -> Who:
+    return Who(via="api", actor=request.headers.get("X-Dealbot-User") or "api")
+
+
+def _item_response(result: ItemResult) -> web.Response:
+    body = result.as_json()
+    if result.status == "error":
+        return web.json_response({**body, "error": result.error["message"] if result.error else "invalid",
+                                  "field": result.error["field"] if result.error else None}, status=422)
+    if result.status == "stale":
+        body["stale"] = True
+    return web.json_response(body, status=201 if result.status == "created" else 200)
+
+
+async def put_one(request: web.Request) -> web.Response:
+    kind, key = request.match_info["kind"], request.match_info["key"]
+    body = await _json(request)
+    try:
+        record = _parse(kind, body)
+    except ValidationError as error:
+        return problem(422, "invalid fields", details=_validation_details(error))
+    except ValueError as error:
+        return problem(422, str(error))
+    key = key.strip().lower() if kind == "users" else key.strip()
+    if not key:
+        return problem(422, f"empty {KEY_FIELD[kind]}")
+    [result] = await Sync(request.app[STORE], _who(request)).upsert(kind, [(key, record)])
+    request.app[METRICS].upserts.labels(kind=kind, status=result.status).inc()
+    return _item_response(result)
+
+
+async def post_bulk(request: web.Request) -> web.Response:
+    kind = request.match_info["kind"]
+    body = await _json(request)
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return problem(422, 'expected {"items": [...]}')
+    if len(items) > MAX_BULK:
+        return problem(413, f"at most {MAX_BULK} items per request; split this one ({len(items)})")
+    key_field = KEY_FIELD[kind]
+    results: list[ItemResult | None] = [None] * len(items)
+    valid: list[tuple[int, str, Record]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get(key_field), str) or not item[key_field].strip():
+            results[i] = ItemResult(str(item.get(key_field, "")) if isinstance(item, dict) else "", "error",
+                                    {"field": key_field, "message": f"each item needs a non-empty {key_field}"})
+            continue
+        fields = {k: v for k, v in item.items() if k != key_field}
+        key = item[key_field].strip()
+        key = key.lower() if kind == "users" else key
+        try:
+            valid.append((i, key, _parse(kind, fields)))
+        except ValidationError as error:
+            first = _validation_details(error)[0]
+            results[i] = ItemResult(key, "error", first)
+    applied = await Sync(request.app[STORE], _who(request)).upsert(kind, [(k, r) for _, k, r in valid])
+    by_key = {r.key: r for r in applied}
+    for i, key, _ in valid:
+        results[i] = by_key[key]
+    metrics = request.app[METRICS]
+    for r in results:
+        assert r is not None
+        metrics.upserts.labels(kind=kind, status=r.status).inc()
+    return web.json_response({"results": [r.as_json() for r in results if r is not None]})
+
+
+def _opportunity_json(opp: Opportunity) -> dict[str, Any]:
+    return {
+        "external_id": opp.external_id, "name": opp.name,
+        "account": {"external_id": opp.account.external_id, "name": opp.account.name},
+        "amount": f"{opp.amount:.2f}", "currency": opp.currency, "stage": opp.stage, "probability": opp.probability,
+        "close_date": opp.close_date.isoformat() if opp.close_date else None, "owner_email": opp.owner.email,
+        "team_emails": sorted(m.user.email for m in opp.team), "status": opp.status,
+        "source_updated_at": opp.source_updated_at.isoformat() if opp.source_updated_at else None,
+        "updated_at": opp.updated_at.isoformat(),
+    }
+
+
+async def _visible_opportunity(request: web.Request) -> Opportunity:
+    opp = await request.app[STORE].opportunity(await _actor(request), external_id=request.match_info["key"])
+    if opp is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such opportunity"}), content_type="application/json")
+    return opp
+
+
+async def get_opportunity(request: web.Request) -> web.Response:
+    return web.json_response(_opportunity_json(await _visible_opportunity(request)))
+
+
+def _entry_json(entry: TimelineEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": entry.id, "kind": entry.kind, "text": entry.text,
+                           "author": entry.author.name if entry.author else None,
+                           "occurred_at": entry.occurred_at.isoformat()}
+    if entry.permalink:
+        out["permalink"] = entry.permalink
+    if entry.data:
+        out["data"] = entry.data
+    if entry.retracted_at:
+        out["retracted_at"] = entry.retracted_at.isoformat()
+    return out
+
+
+async def get_timeline(request: web.Request) -> web.StreamResponse:
+    opp = await _visible_opportunity(request)
+    store, actor = request.app[STORE], await _actor(request)
+    try:
+        limit = int(request.query.get("limit", "50"))
+        before = int(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        return problem(422, "limit and before must be integers")
+    if not 1 <= limit <= 500:
+        return problem(422, "limit must be between 1 and 500")
+    if request.query.get("format") == "csv":
+        return await _timeline_csv(request, store, actor, opp)
+    entries = await recent_entries(store, actor, opp.id, limit=limit + 1, before_id=before)
+    page = entries[:limit]
+    return web.json_response({"items": [_entry_json(e) for e in page],
+                              "next_before": page[-1].id if len(entries) > limit else None})
+
+
+CSV_COLUMNS = ["id", "occurred_at", "kind", "author", "text", "permalink"]
+
+
+def timeline_rows(entries: list[TimelineEntry]) -> list[list[str]]:
+    return [[str(e.id), e.occurred_at.isoformat(), e.kind, e.author.name if e.author else "", e.text or "",
+              e.permalink or ""] for e in entries]
+
+
+async def _timeline_csv(request: web.Request, store: Store, actor: Actor, opp: Opportunity) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="timeline-{opp.external_id}.csv"',
+    })
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    before: int | None = None
+    while True:
+        entries = await recent_entries(store, actor, opp.id, limit=1000, before_id=before)
+        writer.writerows(timeline_rows(entries))
+        await response.write(buffer.getvalue().encode())
+        buffer.seek(0)
+        buffer.truncate()
+        if len(entries) < 1000:
+            break
+        before = entries[-1].id
+    await response.write_eof()
+    return response
+
+
+async def search(request: web.Request) -> web.Response:
+    query = request.query.get("q", "").strip()
+    if not query or len(query) > 200:
+        return problem(422, "q must be 1 to 200 characters")
+    store, actor = request.app[STORE], await _actor(request)
+    items: list[dict[str, Any]] = []
+    for found in await store.find_accounts(actor, query, 10):
+        items.append({"type": "account", "external_id": found.row.external_id, "name": found.row.name,
+                      "score": round(found.match.score, 1)})
+    for found in await store.find_opportunities(actor, query, 10):
+        items.append({"type": "opportunity", "external_id": found.row.external_id, "name": found.row.name,
+                      "score": round(found.match.score, 1)})
+    for found in await store.find_contacts(actor, query, 10):
+        items.append({"type": "contact", "external_id": found.row.external_id, "name": found.row.name,
+                      "score": round(found.match.score, 1)})
+    items.sort(key=lambda i: -i["score"])
+    return web.json_response({"items": items})
+
+
+async def delete_person(request: web.Request) -> web.Response:
+    kind, key = request.match_info["kind"], request.match_info["key"]
+    erase = erase_contact if kind == "contacts" else erase_user
+    try:
+        erased = await erase(request.app[STORE], key, _who(request))
+    except NotFound:
+        return problem(404, f"no such {kind[:-1]}")
+    return web.json_response({"key": key, "status": "erased" if erased else "already_erased"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def add_routes(app: web.Application) -> None:
+    kinds = "|".join(KINDS)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_post(f"/api/v1/{{kind:{kinds}}}/bulk", post_bulk)
+    app.router.add_put(f"/api/v1/{{kind:{kinds}}}/{{key}}", put_one)
+    app.router.add_get("/api/v1/opportunities/{key}", get_opportunity)
+    app.router.add_get("/api/v1/opportunities/{key}/timeline", get_timeline)
+    app.router.add_get("/api/v1/search", search)
+    app.router.add_delete("/api/v1/{kind:contacts|users}/{key}", delete_person)

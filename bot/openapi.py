@@ -1,0 +1,93 @@
+"""The OpenAPI 3.1 document of /api/v1, built from the same pydantic records the server validates."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from crm_store.records import KEY_FIELD, RECORDS
+
+ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "field": {"type": "string"},
+                                          "details": {"type": "array", "items": {"type": "object"}}},
+         "required": ["error"]}
+RESULT = {"type": "object", "required": ["key", "status"], "properties": {
+    "key": {"type": "string"},
+    "status": {"enum": ["created", "updated", "unchanged", "stale", "error"]},
+    "stale": {"type": "boolean"},
+    "error": {}, "field": {"type": "string"},
+    "possible_duplicates": {"type": "array", "items": {"type": "object"}},
+}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": {"description": "OK", **_json(ok)}}
+    reasons = {201: "Created", 401: "Missing or wrong bearer token", 403: "Unknown acting user",
+               404: "Not found (or not visible to the acting user)", 413: "Too large", 415: "Not JSON",
+               422: "Invalid input; the field is named"}
+    for code in codes:
+        out[str(code)] = {"description": reasons[code], **_json(ok if code == 201 else ERROR)}
+    return out
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": ERROR, "Result": RESULT}
+    paths: dict[str, Any] = {}
+    acting = {"name": "X-Dealbot-User", "in": "header", "required": False, "schema": {"type": "string"},
+              "description": "Email of the CRM user whose visibility applies; absent: admin scope."}
+    for kind, model in RECORDS.items():
+        name = model.__name__
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+        key = KEY_FIELD[kind]
+        bulk_item = {"allOf": [{"$ref": f"#/components/schemas/{name}"},
+                               {"type": "object", "required": [key], "properties": {key: {"type": "string"}}}]}
+        paths[f"/api/v1/{kind}/{{{key}}}"] = {"put": {
+            "summary": f"Create or update one {kind[:-1]} (idempotent)",
+            "parameters": [{"name": key, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, **_json({"$ref": f"#/components/schemas/{name}"})},
+            "responses": _responses({"$ref": "#/components/schemas/Result"}, 201, 401, 415, 422),
+        }}
+        paths[f"/api/v1/{kind}/bulk"] = {"post": {
+            "summary": f"Create or update up to 5,000 {kind} in one request, with a result per item",
+            "requestBody": {"required": True, **_json({"type": "object", "required": ["items"], "properties": {
+                "items": {"type": "array", "maxItems": 5000, "items": bulk_item}}})},
+            "responses": _responses({"type": "object", "properties": {
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}}}, 401, 413, 415, 422),
+        }}
+    ext = {"name": "external_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths["/api/v1/opportunities/{external_id}"]["get"] = {
+        "summary": "One opportunity", "parameters": [ext, acting],
+        "responses": _responses({"type": "object"}, 401, 403, 404)}
+    paths["/api/v1/opportunities/{external_id}/timeline"] = {"get": {
+        "summary": "Timeline entries, newest first (format=csv for an export)",
+        "parameters": [ext, acting,
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                       {"name": "before", "in": "query", "schema": {"type": "integer"}},
+                       {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+        "responses": _responses({"type": "object", "properties": {
+            "items": {"type": "array", "items": {"type": "object"}}, "next_before": {"type": ["integer", "null"]}}},
+            401, 403, 404, 422)}}
+    paths["/api/v1/search"] = {"get": {
+        "summary": "Search accounts, opportunities and contacts by name",
+        "parameters": [{"name": "q", "in": "query", "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200}}, acting],
+        "responses": _responses({"type": "object"}, 401, 403, 422)}}
+    for kind, key in (("contacts", "external_id"), ("users", "email")):
+        paths[f"/api/v1/{kind}/{{{key}}}"]["delete"] = {
+            "summary": f"Erase a {kind[:-1]}'s personal data (history stays, anonymised)",
+            "parameters": [{"name": key, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": _responses({"type": "object"}, 401, 404)}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Dealbot API", "version": "1"},
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,112 @@
+"""`dealbot serve`: one aiohttp server for the REST API, health and metrics (and, with their
+issues, Slack events and Bot Framework activities).
+
+A SIGTERM or SIGINT stops accepting connections, lets in-flight requests finish (a bulk upsert
+commits or rolls back as a whole), then closes the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import time
+
+from aiohttp import web
+from sqlalchemy import text
+
+from bot import api
+from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
+from bot.settings import Settings
+from crm_store import Store
+
+log = logging.getLogger("dealbot.server")
+HEALTH_TIMEOUT_S = 2.0
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count, time and log every request (route pattern, never the query string or body)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = route_name(request)
+        metrics = request.app[api.METRICS]
+        metrics.requests.labels(route=route, method=request.method, status=str(status)).inc()
+        metrics.latency.labels(route=route).observe(elapsed)
+        log.info("request", extra={"method": request.method, "route": route, "status": status,
+                                   "ms": round(elapsed * 1000, 1)})
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as a JSON body with a reason; unexpected ones logged with a reference."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.content_type == "application/json" or error.status < 400:
+            raise
+        reason = {413: f"request body too large (at most {api.MAX_BODY // (1024 * 1024)} MiB)",
+                  404: "no such endpoint", 405: "method not allowed here"}.get(error.status, error.reason)
+        return api.problem(error.status, reason)
+    except Exception:
+        ref = secrets.token_hex(4)
+        log.exception("request failed", extra={"ref": ref, "route": route_name(request)})
+        return api.problem(500, f"internal error (reference {ref})")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            async with request.app[api.STORE].engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as error:  # any failure means "not healthy"; say which kind
+        return web.json_response({"status": "unavailable", "database": type(error).__name__}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = await request.app[api.METRICS].render(request.app[api.STORE])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def create_app(store: Store, settings: Settings, metrics: Metrics | None = None) -> web.Application:
+    app = web.Application(middlewares=[observe, errors, api.authenticate], client_max_size=api.MAX_BODY)
+    app[api.STORE] = store
+    app[api.TOKEN] = settings.dealbot_api_token.get_secret_value() if settings.dealbot_api_token else ""
+    app[api.METRICS] = metrics or Metrics()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    api.add_routes(app)
+    return app
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    store = await Store.open(settings.database_url)
+    try:
+        await store.warm_up()
+        runner = web.AppRunner(create_app(store, settings), access_log=None, handle_signals=False,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("listening", extra={"host": host, "port": port, "api": bool(settings.dealbot_api_token)})
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")
+        await runner.cleanup()
+    finally:
+        await store.close()
+    log.info("stopped")
