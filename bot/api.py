@@ -239,15 +239,11 @@ async def search(request: web.Request) -> web.Response:
         return problem(422, "q must be 1 to 200 characters")
     store, actor = request.app[STORE], await _actor(request)
     items: list[dict[str, Any]] = []
-    for found in await store.find_accounts(actor, query, 10):
-        items.append({"type": "account", "external_id": found.row.external_id, "name": found.row.name,
-                      "score": round(found.match.score, 1)})
-    for found in await store.find_opportunities(actor, query, 10):
-        items.append({"type": "opportunity", "external_id": found.row.external_id, "name": found.row.name,
-                      "score": round(found.match.score, 1)})
-    for found in await store.find_contacts(actor, query, 10):
-        items.append({"type": "contact", "external_id": found.row.external_id, "name": found.row.name,
-                      "score": round(found.match.score, 1)})
+    for kind, results in (("account", await store.find_accounts(actor, query, 10)),
+                          ("opportunity", await store.find_opportunities(actor, query, 10)),
+                          ("contact", await store.find_contacts(actor, query, 10))):
+        items += [{"type": kind, "external_id": f.row.external_id, "name": f.row.name,
+                   "score": round(f.match.score, 1)} for f in results]
     items.sort(key=lambda i: -i["score"])
     return web.json_response({"items": items})
 

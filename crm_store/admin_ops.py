@@ -62,10 +62,10 @@ async def merge_accounts(store: Store, keep: str, drop: str, who: Who) -> dict[s
         kept, dropped = rows[keep], rows[drop]
         if dropped.merged_into_id is not None or kept.merged_into_id is not None:
             raise ValueError("one of these accounts was already merged")
-        contacts = (await s.execute(update(Contact).where(Contact.account_id == dropped.id)
-                                    .values(account_id=kept.id, updated_at=utcnow()))).rowcount
-        deals = (await s.execute(update(Opportunity).where(Opportunity.account_id == dropped.id)
-                                 .values(account_id=kept.id, updated_at=utcnow()))).rowcount
+        contacts = len((await s.execute(update(Contact).where(Contact.account_id == dropped.id)
+                                        .values(account_id=kept.id, updated_at=utcnow()).returning(Contact.id))).all())
+        deals = len((await s.execute(update(Opportunity).where(Opportunity.account_id == dropped.id)
+                                     .values(account_id=kept.id, updated_at=utcnow()).returning(Opportunity.id))).all())
         dropped.merged_into_id = kept.id
         moved = {"contacts": contacts, "opportunities": deals}
         s.add(AuditLog(actor=who.actor, via=who.via, action="account.merge", entity_type="account",

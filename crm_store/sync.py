@@ -175,8 +175,7 @@ class Sync:
             values = {"name": rec.name, "domain": rec.domain, "industry": rec.industry, "owner_id": owner_id}
             acct = existing.get(key)
             if acct is None:
-                acct = Account(external_id=key, source_updated_at=as_utc(rec.source_updated_at), **values)
-                s.add(acct)
+                s.add(Account(external_id=key, source_updated_at=as_utc(rec.source_updated_at), **values))
                 result = ItemResult(key, "created")
                 result.duplicates = await self._account_duplicates(s, index, rec, by_domain)
                 rec_key = index.key(rec.name)
@@ -199,8 +198,8 @@ class Sync:
                                   by_domain: dict[str, list[Account]]) -> list[dict[str, Any]]:
         ids = index.same_key(rec.name)
         found: dict[int, str] = {i: "same name" for i in ids}
-        for acct in by_domain.get(rec.domain or "", []) if rec.domain else []:
-            found.setdefault(acct.id, "same domain")
+        for same in by_domain.get(rec.domain or "", []) if rec.domain else []:
+            found.setdefault(same.id, "same domain")
         if not found:
             return []
         rows = (await s.execute(select(Account.id, Account.external_id, Account.name)
@@ -435,7 +434,8 @@ async def _names(s: AsyncSession, changes: list[tuple[int, str, Any, Any]]) -> d
             ids |= set(old) | set(new)
     if not ids:
         return {}
-    return dict((await s.execute(select(User.id, User.name).where(User.id.in_(ids)))).all())
+    rows = await s.execute(select(User.id, User.name).where(User.id.in_(ids)))
+    return {user_id: name for user_id, name in rows}
 
 
 def _named(value: Any, people: dict[int, str]) -> Any:
