@@ -160,9 +160,9 @@ class Sync:
         new_domains = {r.domain for k, r in items if isinstance(r, AccountRecord) and r.domain and k not in existing}
         by_domain: dict[str, list[Account]] = {}
         if new_domains:
-            for acct in (await s.execute(select(Account).where(Account.domain.in_(new_domains),
+            for row in (await s.execute(select(Account).where(Account.domain.in_(new_domains),
                                                               Account.merged_into_id.is_(None)))).scalars():
-                by_domain.setdefault(acct.domain or "", []).append(acct)
+                by_domain.setdefault(row.domain or "", []).append(row)
         results = []
         earlier: list[tuple[str, str, str | None]] = []  # accounts created earlier in this chunk
         for key, rec in items:
