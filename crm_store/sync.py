@@ -316,7 +316,8 @@ class Sync:
                 changes.append((row.id, "team", sorted(old_team), sorted(team)))
             results.append(ItemResult(key, "updated"))
         if inserts:
-            created = await s.execute(insert(Opportunity).returning(Opportunity.id, Opportunity.external_id), inserts)
+            table = Opportunity.__table__
+            created = await s.execute(insert(table).returning(table.c.id, table.c.external_id), inserts)
             for opp_id, ext in created.all():
                 team_add += [{"opportunity_id": opp_id, "user_id": u, "added_at": now} for u in insert_teams[ext]]
                 changes.append((opp_id, "created", None, None))
@@ -326,7 +327,7 @@ class Sync:
             await s.execute(delete(DealTeamMember).where(DealTeamMember.opportunity_id == opp_id,
                                                          DealTeamMember.user_id == user_id))
         if team_add:
-            await s.execute(insert(DealTeamMember), team_add)
+            await s.execute(insert(DealTeamMember.__table__), team_add)
         await self._record_changes(s, changes, now)
         await self._audit(s, "opportunity", results)
         return results
@@ -348,10 +349,10 @@ class Sync:
                              "text": _describe(name, _named(old, people), _named(new, people)),
                              "occurred_at": now, "created_at": now})
         if history:
-            await s.execute(insert(OpportunityHistory), history)
-            await s.execute(insert(TimelineEntry), timeline)
+            await s.execute(insert(OpportunityHistory.__table__), history)
+            await s.execute(insert(TimelineEntry.__table__), timeline)
         if events:
-            await s.execute(insert(OutboxItem), [
+            await s.execute(insert(OutboxItem.__table__), [
                 {"idempotency_key": f"event:opportunity.changed:{uuid.uuid4().hex}", "platform": "dealbot",
                  "operation": "opportunity.changed", "payload": {"opportunity_id": opp_id, "changes": fields},
                  "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
@@ -359,11 +360,16 @@ class Sync:
             ])
 
     async def _audit(self, s: AsyncSession, entity: str, results: list[ItemResult]) -> None:
-        rows = [{"actor": self.who.actor, "via": self.who.via, "action": f"{entity}.{r.status}", "entity_type": entity,
-                 "entity_id": r.key, "at": utcnow(), "details": None}
-                for r in results if r.status in ("created", "updated")]
-        if rows:
-            await s.execute(insert(AuditLog), rows)
+        """One audit row per write: the item itself, or for a chunk of several the keys it wrote."""
+        written = [r for r in results if r.status in ("created", "updated")]
+        if not written:
+            return
+        details = {status: [r.key for r in written if r.status == status] for status in ("created", "updated")}
+        single = written[0].key if len(written) == 1 else None
+        await s.execute(insert(AuditLog.__table__), [{
+            "actor": self.who.actor, "via": self.who.via, "action": f"{entity}.upsert", "entity_type": entity,
+            "entity_id": single, "at": utcnow(), "details": {k: v for k, v in details.items() if v},
+        }])
 
 
 def _last_wins(items: Sequence[tuple[str, Record]]) -> list[tuple[str, Record]]:
