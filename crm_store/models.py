@@ -46,13 +46,25 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+    def bind_processor(self, dialect: Any) -> Any:
+        """One function per dialect (not a chain): bulk writes bind hundreds of thousands of these."""
+        sqlite = dialect.name == "sqlite"
+        last: list[Any] = [None, None]  # a bulk write binds the same "now" many times: remember it
+
+        def process(value: datetime | None) -> Any:
+            if value is None:
+                return None
+            if value is last[0]:
+                return last[1]
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+            utc = value.astimezone(timezone.utc)
+            # SQLite keeps timestamps as text, in the format SQLAlchemy's DATETIME reads back.
+            out = utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
+            last[0], last[1] = value, out
+            return out
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:

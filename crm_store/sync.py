@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -257,7 +257,7 @@ class Sync:
                 Opportunity.currency, Opportunity.stage, Opportunity.probability, Opportunity.close_date,
                 Opportunity.owner_id, Opportunity.status, Opportunity.source_updated_at]
         existing = {row.external_id: row for row in (await s.execute(
-            select(*cols).where(Opportunity.external_id.in_([k for k, _ in recs])))).all()}
+            select(*cols).where(Opportunity.external_id.in_([k for k, _ in recs])))).mappings()}
         teams: dict[int, set[int]] = {}
         if existing:
             ids = [row.id for row in existing.values()]
@@ -292,28 +292,30 @@ class Sync:
                 insert_teams[key] = team
                 results.append(ItemResult(key, "created"))
                 continue
-            if _is_stale(row.source_updated_at, source_at):
+            stored_at = row["source_updated_at"]
+            if stored_at is not None and source_at is not None and source_at < stored_at:
                 results.append(ItemResult(key, "stale"))
                 continue
-            diff = {f: v for f, v in values.items() if _differs(getattr(row, f), v)}
-            old_team = teams.get(row.id, set())
-            newer_source = source_at is not None and (row.source_updated_at is None or source_at > row.source_updated_at)
+            diff = {f: v for f, v in values.items() if row[f] != v}
+            opp_id = row["id"]
+            old_team = teams.get(opp_id, set())
+            newer_source = source_at is not None and (stored_at is None or source_at > stored_at)
             if not diff and team == old_team:
                 if newer_source:
-                    updates.append({"id": row.id, "source_updated_at": source_at})
+                    updates.append({"id": opp_id, "source_updated_at": source_at})
                 results.append(ItemResult(key, "unchanged"))
                 continue
-            update_row: dict[str, Any] = {"id": row.id, **diff, "updated_at": now}
+            update_row: dict[str, Any] = {"id": opp_id, **diff, "updated_at": now}
             if newer_source:
                 update_row["source_updated_at"] = source_at
             if "status" in diff:
                 update_row["closed_at"] = now if rec.status != "open" else None
             updates.append(update_row)
-            changes += [(row.id, f, getattr(row, f), diff[f]) for f in TRACKED if f in diff]
+            changes += [(opp_id, f, row[f], diff[f]) for f in TRACKED if f in diff]
             if team != old_team:
-                team_add += [{"opportunity_id": row.id, "user_id": u, "added_at": now} for u in team - old_team]
-                team_drop += [(row.id, u) for u in old_team - team]
-                changes.append((row.id, "team", sorted(old_team), sorted(team)))
+                team_add += [{"opportunity_id": opp_id, "user_id": u, "added_at": now} for u in team - old_team]
+                team_drop += [(opp_id, u) for u in old_team - team]
+                changes.append((opp_id, "team", sorted(old_team), sorted(team)))
             results.append(ItemResult(key, "updated"))
         if inserts:
             table = Opportunity.__table__
@@ -321,8 +323,7 @@ class Sync:
             for opp_id, ext in created.all():
                 team_add += [{"opportunity_id": opp_id, "user_id": u, "added_at": now} for u in insert_teams[ext]]
                 changes.append((opp_id, "created", None, None))
-        if updates:
-            await s.execute(update(Opportunity), updates)
+        await _update_by_id(s, updates)
         for opp_id, user_id in team_drop:
             await s.execute(delete(DealTeamMember).where(DealTeamMember.opportunity_id == opp_id,
                                                          DealTeamMember.user_id == user_id))
@@ -338,14 +339,15 @@ class Sync:
         events: dict[int, list[dict[str, Any]]] = {}
         people = await _names(s, changes)
         for opp_id, name, old, new in changes:
-            events.setdefault(opp_id, []).append({"field": name, "old": _str(old), "new": _str(new)})
+            old_s, new_s, field_name = _str(old), _str(new), name.removesuffix("_id")
+            events.setdefault(opp_id, []).append({"field": name, "old": old_s, "new": new_s})
             if name == "created":
                 continue
-            history.append({"opportunity_id": opp_id, "field": name.removesuffix("_id"), "old_value": _str(old),
-                            "new_value": _str(new), "changed_at": now, "source": self.who.via})
+            history.append({"opportunity_id": opp_id, "field": field_name, "old_value": old_s,
+                            "new_value": new_s, "changed_at": now, "source": self.who.via})
             kind = TIMELINE_KIND.get(name) or ("reopened" if new == "open" else str(new))
             timeline.append({"opportunity_id": opp_id, "kind": kind,
-                             "data": {"field": name.removesuffix("_id"), "old": _str(old), "new": _str(new)},
+                             "data": {"field": field_name, "old": old_s, "new": new_s},
                              "text": _describe(name, _named(old, people), _named(new, people)),
                              "occurred_at": now, "created_at": now})
         if history:
@@ -370,6 +372,17 @@ class Sync:
             "actor": self.who.actor, "via": self.who.via, "action": f"{entity}.upsert", "entity_type": entity,
             "entity_id": single, "at": utcnow(), "details": {k: v for k, v in details.items() if v},
         }])
+
+
+async def _update_by_id(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Core executemany UPDATEs by primary key, one statement per set of changed columns."""
+    table = Opportunity.__table__
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append({f"v_{k}": v for k, v in row.items()})
+    for columns, params in groups.items():
+        values = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
+        await s.execute(update(table).where(table.c.id == bindparam("v_id")).values(values), params)
 
 
 def _last_wins(items: Sequence[tuple[str, Record]]) -> list[tuple[str, Record]]:
@@ -417,9 +430,7 @@ def _touch_source(row: Any, incoming: datetime | None) -> None:
 
 
 def _differs(old: Any, new: Any) -> bool:
-    if isinstance(old, Decimal) or isinstance(new, Decimal):
-        return old is None or new is None or Decimal(old) != Decimal(new)
-    return bool(old != new)
+    return bool(old != new)  # Decimals compare by value: 100000.00 == 100000
 
 
 def _assign(row: Any, values: dict[str, Any]) -> bool:
