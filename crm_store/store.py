@@ -22,6 +22,7 @@ from sqlalchemy.orm import selectinload
 from crm_store import migrate
 from crm_store.actors import Actor
 from crm_store.engine import create_engine, session_factory
+from crm_store.events import ChangeHub
 from crm_store.models import Account, Base, Contact, DealTeamMember, Opportunity, User
 from crm_store.name_index import Match
 from crm_store.name_sync import Kind, NameIndexes
@@ -45,6 +46,7 @@ class Store:
         self.engine = engine
         self._sessions = session_factory(engine)
         self.names = NameIndexes(self._sessions)
+        self.changes = ChangeHub()
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = True) -> Store:

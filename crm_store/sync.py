@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_store.events import OpportunityChanged
 from crm_store.models import (
     Account,
     AuditLog,
@@ -86,6 +87,7 @@ class Sync:
     def __init__(self, store: Store, who: Who) -> None:
         self.store = store
         self.who = who
+        self._pending: list[OpportunityChanged] = []  # events of the chunk being written
 
     async def upsert(self, kind: str, items: Sequence[tuple[str, Record]]) -> list[ItemResult]:
         """Apply `(key, record)` pairs of `kind`; one transaction per chunk of `CHUNK` items."""
@@ -95,17 +97,24 @@ class Sync:
         for start in range(0, len(items), CHUNK):
             chunk = _last_wins(items[start : start + CHUNK])
             try:
-                async with self.store.transaction() as s:
-                    results += await apply(s, chunk)
+                results += await self._commit(apply, chunk)
             except IntegrityError:
                 # A constraint broke somewhere in the chunk (say, a Slack id already taken):
                 # apply item by item so only the offending items fail, each with its reason.
                 for item in chunk:
                     try:
-                        async with self.store.transaction() as s:
-                            results += await apply(s, [item])
+                        results += await self._commit(apply, [item])
                     except IntegrityError as error:
                         results.append(ItemResult(item[0], "error", {"field": "", "message": _conflict(error)}))
+        return results
+
+    async def _commit(self, apply: Any, chunk: list[tuple[str, Record]]) -> list[ItemResult]:
+        """Apply one chunk in one transaction; announce its changes only once it is committed."""
+        self._pending = []
+        async with self.store.transaction() as s:
+            results: list[ItemResult] = await apply(s, chunk)
+        events, self._pending = self._pending, []
+        await self.store.changes.publish(events)
         return results
 
     # -- users ------------------------------------------------------------------------------
@@ -354,12 +363,15 @@ class Sync:
             await s.execute(insert(OpportunityHistory.__table__), history)
             await s.execute(insert(TimelineEntry.__table__), timeline)
         if events:
-            await s.execute(insert(OutboxItem.__table__), [
+            table = OutboxItem.__table__
+            rows = await s.execute(insert(table).returning(table.c.id, table.c.payload), [
                 {"idempotency_key": f"event:opportunity.changed:{uuid.uuid4().hex}", "platform": "dealbot",
                  "operation": "opportunity.changed", "payload": {"opportunity_id": opp_id, "changes": fields},
                  "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
                 for opp_id, fields in events.items()
             ])
+            self._pending += [OpportunityChanged(outbox_id, payload["opportunity_id"], tuple(payload["changes"]))
+                              for outbox_id, payload in rows]
 
     async def _audit(self, s: AsyncSession, entity: str, results: list[ItemResult]) -> None:
         """One audit row per write: the item itself, or for a chunk of several the keys it wrote."""

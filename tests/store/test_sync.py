@@ -136,3 +136,34 @@ async def test_repeated_key_in_one_request_keeps_the_last_version(store: Store, 
     await sync.upsert("opportunities", [("DUP", deal(stage="Proposal")), ("DUP", deal(stage="Commit"))])
     async with store.session() as s:
         assert (await s.execute(select(Opportunity.stage).where(Opportunity.external_id == "DUP"))).scalar() == "Commit"
+
+
+async def test_changes_are_announced_after_commit_and_kept_in_the_outbox(store: Store, org: Org) -> None:
+    seen: list[tuple[int, list[str], int]] = []
+
+    async def listener(event) -> None:  # type: ignore[no-untyped-def]
+        async with store.session() as s:  # committed: a new session can read the change already
+            stage = (await s.execute(select(Opportunity.stage).where(Opportunity.id == event.opportunity_id))).scalar()
+            outbox = (await s.execute(select(func.count()).where(OutboxItem.id == event.outbox_id))).scalar_one()
+        seen.append((event.opportunity_id, [c["field"] for c in event.changes], outbox))
+        assert stage is not None
+
+    store.changes.subscribe(listener)
+    sync = Sync(store, Who("api", "test"))
+    await sync.upsert("opportunities", [("EV", deal())])
+    await sync.upsert("opportunities", [("EV", deal())])  # unchanged: no event
+    await sync.upsert("opportunities", [("EV", deal(stage="Commit"))])
+    assert [fields for _, fields, _ in seen] == [["created"], ["stage"]]
+    assert all(in_outbox == 1 for _, _, in_outbox in seen)
+    assert len({opp for opp, _, _ in seen}) == 1
+
+
+async def test_a_failing_listener_does_not_undo_or_block_the_write(store: Store, org: Org) -> None:
+    async def broken(event) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("deal rooms are down")
+
+    store.changes.subscribe(broken)
+    results = await Sync(store, Who("api", "test")).upsert("opportunities", [("EV2", deal())])
+    assert results[0].status == "created"
+    async with store.session() as s:
+        assert (await s.execute(select(func.count()).where(OutboxItem.operation == "opportunity.changed"))).scalar_one() == 1
