@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from crm_store.events import OpportunityChanged
 from crm_store.models import (
     Account,
     AuditLog,
+    Base,
     Contact,
     DealTeamMember,
     Opportunity,
@@ -327,7 +328,7 @@ class Sync:
                 changes.append((opp_id, "team", sorted(old_team), sorted(team)))
             results.append(ItemResult(key, "updated"))
         if inserts:
-            table = Opportunity.__table__
+            table = _table(Opportunity)
             created = await s.execute(insert(table).returning(table.c.id, table.c.external_id), inserts)
             for opp_id, ext in created.all():
                 team_add += [{"opportunity_id": opp_id, "user_id": u, "added_at": now} for u in insert_teams[ext]]
@@ -337,7 +338,7 @@ class Sync:
             await s.execute(delete(DealTeamMember).where(DealTeamMember.opportunity_id == opp_id,
                                                          DealTeamMember.user_id == user_id))
         if team_add:
-            await s.execute(insert(DealTeamMember.__table__), team_add)
+            await s.execute(insert(_table(DealTeamMember)), team_add)
         await self._record_changes(s, changes, now)
         await self._audit(s, "opportunity", results)
         return results
@@ -360,10 +361,10 @@ class Sync:
                              "text": _describe(name, _named(old, people), _named(new, people)),
                              "occurred_at": now, "created_at": now})
         if history:
-            await s.execute(insert(OpportunityHistory.__table__), history)
-            await s.execute(insert(TimelineEntry.__table__), timeline)
+            await s.execute(insert(_table(OpportunityHistory)), history)
+            await s.execute(insert(_table(TimelineEntry)), timeline)
         if events:
-            table = OutboxItem.__table__
+            table = _table(OutboxItem)
             rows = await s.execute(insert(table).returning(table.c.id, table.c.payload), [
                 {"idempotency_key": f"event:opportunity.changed:{uuid.uuid4().hex}", "platform": "dealbot",
                  "operation": "opportunity.changed", "payload": {"opportunity_id": opp_id, "changes": fields},
@@ -380,7 +381,7 @@ class Sync:
             return
         details = {status: [r.key for r in written if r.status == status] for status in ("created", "updated")}
         single = written[0].key if len(written) == 1 else None
-        await s.execute(insert(AuditLog.__table__), [{
+        await s.execute(insert(_table(AuditLog)), [{
             "actor": self.who.actor, "via": self.who.via, "action": f"{entity}.upsert", "entity_type": entity,
             "entity_id": single, "at": utcnow(), "details": {k: v for k, v in details.items() if v},
         }])
@@ -388,13 +389,18 @@ class Sync:
 
 async def _update_by_id(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Core executemany UPDATEs by primary key, one statement per set of changed columns."""
-    table = Opportunity.__table__
+    table = _table(Opportunity)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(row)), []).append({f"v_{k}": v for k, v in row.items()})
     for columns, params in groups.items():
-        values = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
+        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
         await s.execute(update(table).where(table.c.id == bindparam("v_id")).values(values), params)
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of a model, for bulk statements that need no ORM bookkeeping."""
+    return cast(Table, model.__table__)
 
 
 def _last_wins(items: Sequence[tuple[str, Record]]) -> list[tuple[str, Record]]:
