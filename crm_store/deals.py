@@ -70,7 +70,10 @@ async def recent_entries(store: Store, actor: Actor, opportunity_id: int, limit:
         .limit(limit)
     )
     if before_id is not None:
-        query = query.where(TimelineEntry.id < before_id)
+        # Keyset paging in the same order as the listing: (occurred_at, id) descending.
+        cursor = select(TimelineEntry.occurred_at).where(TimelineEntry.id == before_id).scalar_subquery()
+        query = query.where((TimelineEntry.occurred_at < cursor)
+                            | ((TimelineEntry.occurred_at == cursor) & (TimelineEntry.id < before_id)))
     async with store.session() as s:
         return list((await s.execute(query)).scalars())
 

@@ -41,6 +41,7 @@ from crm_store.records import AccountRecord, ContactRecord, OpportunityRecord, R
 from crm_store.store import Store
 
 CHUNK = 1000
+MAX_MERGE_CHAIN = 5
 Status = Literal["created", "updated", "unchanged", "stale", "error"]
 TRACKED = ("stage", "amount", "close_date", "owner_id", "status")
 TIMELINE_KIND = {"stage": "stage_change", "amount": "amount_change", "close_date": "close_date_change",
@@ -123,13 +124,12 @@ class Sync:
     async def _users(self, s: AsyncSession, items: list[tuple[str, Record]]) -> list[ItemResult]:
         emails = {k for k, _ in items} | {r.manager_email for _, r in items if isinstance(r, UserRecord) and r.manager_email}
         known = {u.email: u for u in (await s.execute(select(User).where(User.email.in_(emails)))).scalars()}
-        in_bulk = {k for k, _ in items}
+        failing = _unresolvable_managers(items, known)
         results, created = [], []
         for key, rec in items:
             assert isinstance(rec, UserRecord)
-            if rec.manager_email and rec.manager_email not in known and rec.manager_email not in in_bulk:
-                results.append(ItemResult(key, "error", {"field": "manager_email",
-                                                         "message": f"no user with email {rec.manager_email}"}))
+            if key in failing:
+                results.append(ItemResult(key, "error", {"field": "manager_email", "message": failing[key]}))
                 continue
             user = known.get(key)
             if user is None:
@@ -174,7 +174,8 @@ class Sync:
                                                               Account.merged_into_id.is_(None)))).scalars():
                 by_domain.setdefault(row.domain or "", []).append(row)
         results = []
-        earlier: list[tuple[str, str, str | None]] = []  # accounts created earlier in this chunk
+        earlier_names: dict[str, list[tuple[str, str]]] = {}  # accounts created earlier in this chunk
+        earlier_domains: dict[str, list[tuple[str, str]]] = {}
         for key, rec in items:
             assert isinstance(rec, AccountRecord)
             try:
@@ -189,11 +190,14 @@ class Sync:
                 result = ItemResult(key, "created")
                 result.duplicates = await self._account_duplicates(s, index, rec, by_domain)
                 rec_key = index.key(rec.name)
-                result.duplicates += [
-                    {"external_id": ext, "name": name, "reason": "same name" if index.key(name) == rec_key else "same domain"}
-                    for ext, name, domain in earlier if index.key(name) == rec_key or (rec.domain and domain == rec.domain)
-                ]
-                earlier.append((key, rec.name, rec.domain))
+                seen = {ext for ext, _ in earlier_names.get(rec_key, [])}
+                result.duplicates += [{"external_id": ext, "name": name, "reason": "same name"}
+                                      for ext, name in earlier_names.get(rec_key, [])]
+                result.duplicates += [{"external_id": ext, "name": name, "reason": "same domain"}
+                                      for ext, name in earlier_domains.get(rec.domain or "", []) if ext not in seen]
+                earlier_names.setdefault(rec_key, []).append((key, rec.name))
+                if rec.domain:
+                    earlier_domains.setdefault(rec.domain, []).append((key, rec.name))
             elif _is_stale(acct.source_updated_at, rec.source_updated_at):
                 result = ItemResult(key, "stale")
             else:
@@ -387,6 +391,25 @@ class Sync:
         }])
 
 
+def _unresolvable_managers(items: list[tuple[str, Record]], known: dict[str, User]) -> dict[str, str]:
+    """Users whose manager is neither stored nor arriving (successfully) in the same chunk."""
+    managers = {k: r.manager_email for k, r in items if isinstance(r, UserRecord) and r.manager_email}
+    erased = {email for email, u in known.items() if u.erased_at is not None}
+    failing: dict[str, str] = {}
+    changed = True
+    while changed:  # a failing manager makes their reports fail too
+        changed = False
+        for key, manager in managers.items():
+            if key in failing:
+                continue
+            if manager in failing or manager in erased or (manager not in known and manager not in managers
+                                                               and manager not in {k for k, _ in items}):
+                failing[key] = f"no user with email {manager}" if manager not in failing else \
+                    f"the manager {manager} could not be saved"
+                changed = True
+    return failing
+
+
 async def _update_by_id(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Core executemany UPDATEs by primary key, one statement per set of changed columns."""
     table = _table(Opportunity)
@@ -430,10 +453,31 @@ async def _users_by_email(s: AsyncSession, emails: set[str]) -> dict[str, int]:
 
 
 async def _accounts_by_external_id(s: AsyncSession, keys: set[str]) -> dict[str, int]:
+    """Account ids by external id; a merged-away account resolves to the account it went into,
+    so a source system that still sends the old id does not undo the merge."""
     if not keys:
         return {}
-    rows = await s.execute(select(Account.external_id, Account.id).where(Account.external_id.in_(keys)))
-    return {ext: acct_id for ext, acct_id in rows}
+    rows = (await s.execute(select(Account.external_id, Account.id, Account.merged_into_id)
+                            .where(Account.external_id.in_(keys)))).all()
+    merged_into: dict[int, int] = {acct_id: merged for _, acct_id, merged in rows if merged is not None}
+    pending = set(merged_into.values())
+    for _ in range(MAX_MERGE_CHAIN):  # an account merged into one that was itself merged later
+        query = select(Account.id, Account.merged_into_id).where(Account.id.in_(pending),
+                                                                 Account.merged_into_id.is_not(None))
+        further = {acct_id: merged for acct_id, merged in await s.execute(query) if merged is not None}
+        if not further:
+            break
+        merged_into.update(further)
+        pending = set(further.values())
+
+    def live(acct_id: int) -> int:
+        for _ in range(MAX_MERGE_CHAIN + 1):
+            if acct_id not in merged_into:
+                break
+            acct_id = merged_into[acct_id]
+        return acct_id
+
+    return {ext: live(acct_id) for ext, acct_id, _ in rows}
 
 
 def _is_stale(stored: datetime | None, incoming: datetime | None) -> bool:

@@ -167,3 +167,46 @@ async def test_a_failing_listener_does_not_undo_or_block_the_write(store: Store,
     assert results[0].status == "created"
     async with store.session() as s:
         assert (await s.execute(select(func.count()).where(OutboxItem.operation == "opportunity.changed"))).scalar_one() == 1
+
+
+async def test_a_manager_failing_in_the_same_bulk_fails_their_reports_too(store: Store) -> None:
+    results = await Sync(store, Who("api", "test")).upsert("users", [
+        ("a@x.test", UserRecord(name="A", manager_email="b@x.test")),
+        ("b@x.test", UserRecord(name="B", manager_email="nobody@x.test")),
+        ("c@x.test", UserRecord(name="C")),
+    ])
+    assert [(r.key, r.status) for r in results] == [("a@x.test", "error"), ("b@x.test", "error"), ("c@x.test", "created")]
+    assert results[0].error == {"field": "manager_email", "message": "the manager b@x.test could not be saved"}
+
+
+async def test_records_sent_with_a_merged_away_account_stay_on_the_kept_one(store: Store, org: Org) -> None:
+    from crm_store.admin_ops import merge_accounts
+
+    sync = Sync(store, Who("api", "test"))
+    await sync.upsert("opportunities", [("M1", deal(account_external_id="A-initech"))])
+    await merge_accounts(store, "A-globex", "A-initech", Who("cli", "ops"))
+    again = await sync.upsert("opportunities", [("M1", deal(account_external_id="A-initech")),
+                                                ("M2", deal(account_external_id="A-initech"))])
+    assert [r.status for r in again] == ["unchanged", "created"]
+    async with store.session() as s:
+        accounts = set((await s.execute(select(Opportunity.account_id).where(Opportunity.external_id.in_(["M1", "M2"])))).scalars())
+    assert accounts == {org.accounts["globex"]}
+
+
+async def test_timeline_pages_follow_time_order_even_when_ids_do_not(store: Store, org: Org) -> None:
+    from crm_store.deals import recent_entries
+
+    deal_id = org.deals["acme_renewal"]
+    async with store.transaction() as s:
+        for i, days_ago in enumerate([1, 5, 2, 4, 3]):  # inserted out of time order
+            s.add(TimelineEntry(opportunity_id=deal_id, kind="note", text=f"n{days_ago}",
+                                occurred_at=T0 - timedelta(days=days_ago)))
+    admin = await store.actor_for(email=Org.email("admin"))
+    seen, before = [], None
+    while True:
+        page = await recent_entries(store, admin, deal_id, limit=2, before_id=before)
+        seen += [e.text for e in page]
+        if len(page) < 2:
+            break
+        before = page[-1].id
+    assert seen == ["n1", "n2", "n3", "n4", "n5"]
