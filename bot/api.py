@@ -23,7 +23,7 @@ from crm_store.models import Opportunity, TimelineEntry
 from crm_store.records import KEY_FIELD, RECORDS, Record
 from crm_store.sync import ItemResult, Sync, Who
 from bot.metrics import Metrics
-from bot.openapi import openapi_document
+from bot.openapi import KEY_TYPES, openapi_document
 
 MAX_BULK = 5000
 MAX_BODY = 8 * 1024 * 1024
@@ -31,6 +31,8 @@ KINDS = tuple(RECORDS)
 STORE = web.AppKey("store", Store)
 TOKEN = web.AppKey("api_token", str)
 METRICS = web.AppKey("metrics", Metrics)
+MAX_ROW_ID = 2**63 - 1  # the largest id a database can hold; larger cursors are refused, not sent to SQL
+NUL_MESSAGE = "must not contain NUL characters"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -57,8 +59,43 @@ async def _json(request: web.Request) -> Any:
                                            content_type="application/json")
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # bad syntax or encoding, absurd nesting, a 5,000-digit number
         raise web.HTTPBadRequest(text=json.dumps({"error": f"malformed JSON: {error}"}), content_type="application/json")
+
+
+def _nul_field(value: Any) -> str | None:
+    """Where a NUL character hides in a JSON value (PostgreSQL text cannot hold one), or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "body"
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if "\x00" in k:
+                    return path or "body"
+                stack.append((f"{path}.{k}".lstrip("."), v))
+        elif isinstance(item, list):
+            stack += [(f"{path}.{i}".lstrip("."), v) for i, v in enumerate(item)]
+    return None
+
+
+def _key(kind: str, raw: str) -> str:
+    """The record key from the path or an item, checked like the references to it; ValueError if bad."""
+    if "\x00" in raw:
+        raise ValueError(f"{KEY_FIELD[kind]} {NUL_MESSAGE}")
+    try:
+        return KEY_TYPES[kind].validate_python(raw)
+    except ValidationError as error:
+        detail = error.errors()[0]["msg"]
+        raise ValueError(f"invalid {KEY_FIELD[kind]}: {detail}") from None
+
+
+class FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.detail = {"field": field, "message": message}
 
 
 def _validation_details(error: ValidationError) -> list[dict[str, str]]:
@@ -68,6 +105,9 @@ def _validation_details(error: ValidationError) -> list[dict[str, str]]:
 def _parse(kind: str, body: Any) -> Record:
     if not isinstance(body, dict):
         raise ValueError("expected a JSON object")
+    where = _nul_field(body)
+    if where is not None:
+        raise FieldError(where, NUL_MESSAGE)
     return RECORDS[kind].model_validate(body)
 
 
@@ -97,17 +137,21 @@ def _item_response(result: ItemResult) -> web.Response:
 
 
 async def put_one(request: web.Request) -> web.Response:
-    kind, key = request.match_info["kind"], request.match_info["key"]
+    kind = request.match_info["kind"]
     body = await _json(request)
     try:
         record = _parse(kind, body)
     except ValidationError as error:
         return problem(422, "invalid fields", details=_validation_details(error))
+    except FieldError as error:
+        return problem(422, "invalid fields", details=[error.detail])
     except ValueError as error:
         return problem(422, str(error))
-    key = key.strip().lower() if kind == "users" else key.strip()
-    if not key:
-        return problem(422, f"empty {KEY_FIELD[kind]}")
+    try:
+        key = _key(kind, request.match_info["key"])
+    except ValueError as error:
+        field = KEY_FIELD[kind]
+        return problem(422, str(error), field=field, details=[{"field": field, "message": str(error)}])
     [result] = await Sync(request.app[STORE], _who(request)).upsert(kind, [(key, record)])
     request.app[METRICS].upserts.labels(kind=kind, status=result.status).inc()
     return _item_response(result)
@@ -125,18 +169,24 @@ async def post_bulk(request: web.Request) -> web.Response:
     results: list[ItemResult | None] = [None] * len(items)
     valid: list[tuple[int, str, Record]] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get(key_field), str) or not item[key_field].strip():
-            results[i] = ItemResult(str(item.get(key_field, "")) if isinstance(item, dict) else "", "error",
+        raw = item.get(key_field) if isinstance(item, dict) else None
+        if not isinstance(raw, str) or not raw.strip():
+            shown = raw if isinstance(raw, str) else "" if raw is None else json.dumps(raw)[:128]
+            results[i] = ItemResult(shown.replace("\x00", ""), "error",
                                     {"field": key_field, "message": f"each item needs a non-empty {key_field}"})
             continue
+        try:
+            key = _key(kind, raw)
+        except ValueError as error:
+            results[i] = ItemResult(raw.replace("\x00", "")[:200], "error", {"field": key_field, "message": str(error)})
+            continue
         fields = {k: v for k, v in item.items() if k != key_field}
-        key = item[key_field].strip()
-        key = key.lower() if kind == "users" else key
         try:
             valid.append((i, key, _parse(kind, fields)))
         except ValidationError as error:
-            first = _validation_details(error)[0]
-            results[i] = ItemResult(key, "error", first)
+            results[i] = ItemResult(key, "error", _validation_details(error)[0])
+        except FieldError as error:
+            results[i] = ItemResult(key, "error", error.detail)
     applied = await Sync(request.app[STORE], _who(request)).upsert(kind, [(k, r) for _, k, r in valid])
     by_key = {r.key: r for r in applied}
     for i, key, _ in valid:
@@ -161,7 +211,13 @@ def _opportunity_json(opp: Opportunity) -> dict[str, Any]:
 
 
 async def _visible_opportunity(request: web.Request) -> Opportunity:
-    opp = await request.app[STORE].opportunity(await _actor(request), external_id=request.match_info["key"])
+    actor = await _actor(request)
+    try:
+        key = _key("opportunities", request.match_info["key"])
+    except ValueError:  # no such key can exist; the database is not asked
+        opp = None
+    else:
+        opp = await request.app[STORE].opportunity(actor, external_id=key)
     if opp is None:
         raise web.HTTPNotFound(text=json.dumps({"error": "no such opportunity"}), content_type="application/json")
     return opp
@@ -194,6 +250,8 @@ async def get_timeline(request: web.Request) -> web.StreamResponse:
         return problem(422, "limit and before must be integers")
     if not 1 <= limit <= 500:
         return problem(422, "limit must be between 1 and 500")
+    if before is not None and not 1 <= before <= MAX_ROW_ID:
+        return problem(422, "before must be an entry id from next_before")
     if request.query.get("format") == "csv":
         return await _timeline_csv(request, store, actor, opp)
     entries = await recent_entries(store, actor, opp.id, limit=limit + 1, before_id=before)
@@ -252,8 +310,8 @@ async def delete_person(request: web.Request) -> web.Response:
     kind, key = request.match_info["kind"], request.match_info["key"]
     erase = erase_contact if kind == "contacts" else erase_user
     try:
-        erased = await erase(request.app[STORE], key, _who(request))
-    except NotFound:
+        erased = await erase(request.app[STORE], _key(kind, key), _who(request))
+    except (NotFound, ValueError):  # ValueError: no record can have such a key
         return problem(404, f"no such {kind[:-1]}")
     return web.json_response({"key": key, "status": "erased" if erased else "already_erased"})
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
+import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -14,6 +16,8 @@ from crm_store import Store
 from crm_store.models import OutboxItem, utcnow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DB_TIMEOUT_S = 2.0
+log = logging.getLogger("dealbot.metrics")
 
 
 class Metrics:
@@ -33,12 +37,21 @@ class Metrics:
                                 registry=self.registry)
 
     async def render(self, store: Store) -> bytes:
-        async with store.session() as s:
-            depth, oldest = (await s.execute(
-                select(func.count(), func.min(OutboxItem.created_at)).where(OutboxItem.status != "done")
-            )).one()
-        self.outbox_depth.set(depth)
-        self.outbox_age.set((utcnow() - oldest).total_seconds() if oldest is not None else 0)
+        """The registry as Prometheus text. With the database down the outbox gauges are NaN
+        (unknown) and the rest is still served: the request counters are what shows the outage."""
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_S):
+                async with store.session() as s:
+                    depth, oldest = (await s.execute(
+                        select(func.count(), func.min(OutboxItem.created_at)).where(OutboxItem.status != "done")
+                    )).one()
+        except Exception as error:  # any failure: the database cannot say
+            log.warning("outbox depth unavailable", extra={"error": type(error).__name__})
+            self.outbox_depth.set(math.nan)
+            self.outbox_age.set(math.nan)
+        else:
+            self.outbox_depth.set(depth)
+            self.outbox_age.set((utcnow() - oldest).total_seconds() if oldest is not None else 0)
         return generate_latest(self.registry)
 
 

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import StringConstraints, TypeAdapter
 
 from crm_store.records import KEY_FIELD, RECORDS
+
+# The key of a record in a URL or a bulk item. Stricter than a reference to one: no whitespace or
+# control characters, nothing that is special in a URL, and no markup or quoting characters, so a
+# key can be shown in chat and logs and put in a URL as it is.
+_NOT_IN_KEY = r"\s\x00-\x1f\x7f/?#<>\"'`\\"
+_NOT_IN_EMAIL = r"\s\x00-\x1f\x7f@<>()\[\],;:\"\\"
+KeyExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
+                                                 pattern=f"^[^{_NOT_IN_KEY}]+$")]
+KeyEmail = Annotated[str, StringConstraints(
+    strip_whitespace=True, to_lower=True, max_length=320,
+    pattern=f"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}/?#'`]+\\.[^{_NOT_IN_EMAIL}/?#'`]+$")]
+KEY_TYPES: dict[str, TypeAdapter[str]] = {
+    kind: TypeAdapter(KeyEmail if field == "email" else KeyExternalId) for kind, field in KEY_FIELD.items()
+}
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "field": {"type": "string"},
                                           "details": {"type": "array", "items": {"type": "object"}}},
@@ -45,11 +61,15 @@ def openapi_document() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
         key = KEY_FIELD[kind]
-        bulk_item = {"allOf": [{"$ref": f"#/components/schemas/{name}"},
-                               {"type": "object", "required": [key], "properties": {key: {"type": "string"}}}]}
+        key_schema = KEY_TYPES[kind].json_schema()
+        # The record's own schema forbids additional properties, so the key cannot be added with
+        # allOf (no item would ever validate): the item is the record's schema plus its key.
+        bulk_item = {**schema, "title": f"{name}BulkItem",
+                     "properties": {key: key_schema, **schema["properties"]},
+                     "required": [key, *schema.get("required", [])]}
         paths[f"/api/v1/{kind}/{{{key}}}"] = {"put": {
             "summary": f"Create or update one {kind[:-1]} (idempotent)",
-            "parameters": [{"name": key, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [{"name": key, "in": "path", "required": True, "schema": key_schema}],
             "requestBody": {"required": True, **_json({"$ref": f"#/components/schemas/{name}"})},
             "responses": _responses({"$ref": "#/components/schemas/Result"}, 201, 401, 415, 422),
         }}
