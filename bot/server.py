@@ -20,10 +20,12 @@ from bot import api
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
 from bot.settings import Settings
 from crm_store import Store
+from crm_store.events import OpportunityChanged
 
 log = logging.getLogger("dealbot.server")
 HEALTH_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 10.0
 
 
 @web.middleware
@@ -84,7 +86,12 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None)
     app = web.Application(middlewares=[observe, errors, api.authenticate], client_max_size=api.MAX_BODY)
     app[api.STORE] = store
     app[api.TOKEN] = settings.dealbot_api_token.get_secret_value() if settings.dealbot_api_token else ""
-    app[api.METRICS] = metrics or Metrics()
+    app[api.METRICS] = metrics = metrics or Metrics()
+
+    async def count_change(event: OpportunityChanged) -> None:
+        metrics.events.labels(source="sync").inc()
+
+    store.changes.subscribe(count_change)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     api.add_routes(app)
@@ -108,5 +115,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         log.info("stopping: finishing in-flight requests")
         await runner.cleanup()
     finally:
-        await store.close()
+        try:  # a request cancelled mid-query can leave a driver connection that never closes
+            await asyncio.wait_for(store.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the database did not close in time; exiting anyway")
     log.info("stopped")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from crm_store.models import Account, AuditLog, Contact, Opportunity, TranscriptMessage, User, utcnow
+from crm_store.models import Account, AuditLog, Contact, Opportunity, TimelineEntry, TranscriptMessage, User, utcnow
 from crm_store.store import Store
-from crm_store.sync import Who
+from crm_store.sync import Who, erased_email
 
 
 class NotFound(LookupError):
@@ -33,18 +33,25 @@ async def erase_contact(store: Store, external_id: str, who: Who) -> bool:
 
 
 async def erase_user(store: Store, email: str, who: Who) -> bool:
-    """Erase a user's personal data and the transcript text they wrote; False when already done."""
+    """Erase a user's personal data, their name in timeline texts and the transcript text they
+    wrote; False when already done."""
     async with store.transaction() as s:
-        user = (await s.execute(select(User).where(User.email == email.lower()))).scalar_one_or_none()
+        user = (await s.execute(select(User).where(User.email.in_([email.lower(), erased_email(email)])))).scalar_one_or_none()
         if user is None:
             raise NotFound(email)
         if user.erased_at is not None:
             return False
-        user.name, user.email = f"Erased user {user.id}", f"erased-{user.id}@invalid"
+        old_name, anonymous = user.name, f"Erased user {user.id}"
+        user.name, user.email = anonymous, erased_email(email)
         user.slack_user_id = user.teams_aad_id = user.time_zone = None
         user.erased_at = utcnow()
         await s.execute(update(TranscriptMessage).where(TranscriptMessage.author_id == user.id)
                         .values(text=None, previous_versions=None, purged_at=utcnow()))
+        # Owner and team changes name people in their text ("Owner: Rita Rep → Ben Rep").
+        await s.execute(update(TimelineEntry)
+                        .where(TimelineEntry.kind.in_(["owner_change", "team_change"]),
+                               TimelineEntry.text.contains(old_name, autoescape=True))
+                        .values(text=func.replace(TimelineEntry.text, old_name, anonymous)))
         s.add(AuditLog(actor=who.actor, via=who.via, action="user.erase", entity_type="user", entity_id=str(user.id)))
     return True
 

@@ -25,6 +25,15 @@ Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        """PostgreSQL cannot store NUL in text; refuse it here, with the field named."""
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            raise ValueError("contains a NUL character")
+        return value
+
 
 class UserRecord(Record):
     name: Name

@@ -12,6 +12,7 @@ a crash between commit and the reaction (deal rooms) loses nothing.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,12 +125,18 @@ class Sync:
     async def _users(self, s: AsyncSession, items: list[tuple[str, Record]]) -> list[ItemResult]:
         emails = {k for k, _ in items} | {r.manager_email for _, r in items if isinstance(r, UserRecord) and r.manager_email}
         known = {u.email: u for u in (await s.execute(select(User).where(User.email.in_(emails)))).scalars()}
+        erased = {u.email for u in (await s.execute(
+            select(User).where(User.email.in_([erased_email(k) for k, _ in items])))).scalars()}
         failing = _unresolvable_managers(items, known)
         results, created = [], []
         for key, rec in items:
             assert isinstance(rec, UserRecord)
             if key in failing:
                 results.append(ItemResult(key, "error", {"field": "manager_email", "message": failing[key]}))
+                continue
+            if erased_email(key) in erased:
+                results.append(ItemResult(key, "error", {"field": "email",
+                                                         "message": "this user was erased and is not re-created"}))
                 continue
             user = known.get(key)
             if user is None:
@@ -389,6 +396,12 @@ class Sync:
             "actor": self.who.actor, "via": self.who.via, "action": f"{entity}.upsert", "entity_type": entity,
             "entity_id": single, "at": utcnow(), "details": {k: v for k, v in details.items() if v},
         }])
+
+
+def erased_email(email: str) -> str:
+    """What an erased user's email becomes: a one-way digest, so the source cannot re-create the
+    person by pushing the old address again, while the address itself is gone."""
+    return f"erased-{hashlib.sha256(email.strip().lower().encode()).hexdigest()[:40]}@invalid"
 
 
 def _unresolvable_managers(items: list[tuple[str, Record]], known: dict[str, User]) -> dict[str, str]:

@@ -946,16 +946,12 @@ async def test_erasing_a_user_replaces_identity_and_purges_their_transcript(
     assert await snapshot(store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="erase_user rewrites the email, so the sync's 'this user was erased' check "
-                                       "never matches: pushing the erased user again re-creates them")
 async def test_an_erased_user_is_not_recreated_by_the_source(api: TestClient, store: Store, org: Org) -> None:
     await call(api, "DELETE", f"{V1}/users/rep.c@org.test")
     status, answer = await call(api, "PUT", f"{V1}/users/rep.c@org.test", {"name": "Cara Rep"})
     assert status == 422 and answer["field"] == "email"
 
 
-@pytest.mark.xfail(strict=True, reason="owner and team change entries keep people's names in their text "
-                                       "(crm_store.sync._describe); erase_user does not rewrite them")
 async def test_an_erased_users_name_leaves_the_timeline(api: TestClient, store: Store, org: Org) -> None:
     await call(api, "PUT", f"{V1}/opportunities/O-acme_renewal",
                await deal_payload(store, "O-acme_renewal", owner_email="rep.b@org.test"))

@@ -190,6 +190,8 @@ async def test_metrics_count_requests_time_them_and_report_upserts_and_outbox_de
     assert value(m, upserts, kind="opportunities", status="created") == 3
     assert value(m, upserts, kind="opportunities", status="error") == 2
     assert value(m, upserts, kind="opportunities", status="unchanged") == 2
+    # Each created opportunity announced one change event; the unchanged repeats announced none.
+    assert value(m, "dealbot_events_processed_total", source="sync") == 3
 
     assert value(m, "dealbot_outbox_depth") == pending
     assert value(m, "dealbot_outbox_oldest_age_seconds") >= 0

@@ -210,3 +210,11 @@ async def test_timeline_pages_follow_time_order_even_when_ids_do_not(store: Stor
             break
         before = page[-1].id
     assert seen == ["n1", "n2", "n3", "n4", "n5"]
+
+
+def test_records_refuse_nul_characters() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="NUL"):
+        AccountRecord(name="Acme\x00 Corp")
