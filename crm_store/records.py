@@ -14,25 +14,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+# Text may not hold NUL (PostgreSQL refuses it); the patterns are checked by pydantic-core.
+TEXT = r"^[^\x00]*$"
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300, pattern=TEXT)]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
                                               pattern=r"^[^\s/?#]+$")]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=320,
-                                         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+                                         pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200, pattern=TEXT)]
 
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        """PostgreSQL cannot store NUL in text; refuse it here, with the field named."""
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and "\x00" in v for v in values):
-            raise ValueError("contains a NUL character")
-        return value
 
 
 class UserRecord(Record):
@@ -40,8 +33,8 @@ class UserRecord(Record):
     role: Literal["rep", "manager", "admin"] = "rep"
     manager_email: Email | None = None
     time_zone: Short | None = None
-    slack_user_id: Annotated[str, StringConstraints(max_length=32)] | None = None
-    teams_aad_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    slack_user_id: Annotated[str, StringConstraints(max_length=32, pattern=TEXT)] | None = None
+    teams_aad_id: Annotated[str, StringConstraints(max_length=64, pattern=TEXT)] | None = None
 
     @field_validator("time_zone")
     @classmethod
@@ -56,7 +49,7 @@ class UserRecord(Record):
 
 class AccountRecord(Record):
     name: Name
-    domain: Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=255)] | None = None
+    domain: Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=255, pattern=TEXT)] | None = None
     industry: Short | None = None
     owner_email: Email | None = None
     source_updated_at: datetime | None = None
@@ -66,7 +59,7 @@ class ContactRecord(Record):
     name: Name
     email: Email | None = None
     title: Short | None = None
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64, pattern=TEXT)] | None = None
     account_external_id: ExternalId
     source_updated_at: datetime | None = None
 
@@ -76,7 +69,7 @@ class OpportunityRecord(Record):
     account_external_id: ExternalId
     amount: Annotated[Decimal, Field(ge=0, le=Decimal("9999999999999999.99"), decimal_places=2)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_upper=True)]
-    stage: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    stage: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=TEXT)]
     close_date: date | None = None
     owner_email: Email
     team_emails: list[Email] = Field(default_factory=list, max_length=100)

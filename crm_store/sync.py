@@ -475,6 +475,8 @@ async def _accounts_by_external_id(s: AsyncSession, keys: set[str]) -> dict[str,
     merged_into: dict[int, int] = {acct_id: merged for _, acct_id, merged in rows if merged is not None}
     pending = set(merged_into.values())
     for _ in range(MAX_MERGE_CHAIN):  # an account merged into one that was itself merged later
+        if not pending:
+            break
         query = select(Account.id, Account.merged_into_id).where(Account.id.in_(pending),
                                                                  Account.merged_into_id.is_not(None))
         further = {acct_id: merged for acct_id, merged in await s.execute(query) if merged is not None}

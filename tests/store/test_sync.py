@@ -216,5 +216,6 @@ def test_records_refuse_nul_characters() -> None:
     import pytest
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="NUL"):
-        AccountRecord(name="Acme\x00 Corp")
+    for bad in ({"name": "Acme\x00 Corp"}, {"name": "Acme", "industry": "\x00"}, {"name": "A", "domain": "a\x00.com"}):
+        with pytest.raises(ValidationError):
+            AccountRecord.model_validate(bad)
