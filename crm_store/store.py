@@ -191,6 +191,13 @@ class Store:
         async with self.session() as s:
             return (await s.execute(query)).scalar_one_or_none()
 
+    async def account(self, actor: Actor, account_id: int) -> Account | None:
+        query = select(Account).where(
+            Account.id == account_id, Account.merged_into_id.is_(None), directory_visible(actor)
+        ).options(selectinload(Account.owner))
+        async with self.session() as s:
+            return (await s.execute(query)).scalar_one_or_none()
+
     async def contact(self, actor: Actor, contact_id: int) -> Contact | None:
         query = select(Contact).where(
             Contact.id == contact_id, Contact.erased_at.is_(None), directory_visible(actor)

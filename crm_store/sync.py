@@ -205,12 +205,8 @@ class Sync:
                 earlier_names.setdefault(rec_key, []).append((key, rec.name))
                 if rec.domain:
                     earlier_domains.setdefault(rec.domain, []).append((key, rec.name))
-            elif _is_stale(acct.source_updated_at, rec.source_updated_at):
-                result = ItemResult(key, "stale")
             else:
-                changed = _assign(acct, values)
-                _touch_source(acct, rec.source_updated_at)
-                result = ItemResult(key, "updated" if changed else "unchanged")
+                result = _update_existing(key, acct, values, rec.source_updated_at)
             results.append(result)
         await self._audit(s, "account", results)
         return results
@@ -258,12 +254,8 @@ class Sync:
             elif contact.erased_at is not None:
                 result = ItemResult(key, "error", {"field": "external_id",
                                                    "message": "this contact was erased and is not re-created"})
-            elif _is_stale(contact.source_updated_at, rec.source_updated_at):
-                result = ItemResult(key, "stale")
             else:
-                changed = _assign(contact, values)
-                _touch_source(contact, rec.source_updated_at)
-                result = ItemResult(key, "updated" if changed else "unchanged")
+                result = _update_existing(key, contact, values, rec.source_updated_at)
             results.append(result)
         await self._audit(s, "contact", results)
         return results
@@ -495,15 +487,15 @@ async def _accounts_by_external_id(s: AsyncSession, keys: set[str]) -> dict[str,
     return {ext: live(acct_id) for ext, acct_id, _ in rows}
 
 
-def _is_stale(stored: datetime | None, incoming: datetime | None) -> bool:
-    incoming = as_utc(incoming)
-    return stored is not None and incoming is not None and incoming < stored
-
-
-def _touch_source(row: Any, incoming: datetime | None) -> None:
-    incoming = as_utc(incoming)
+def _update_existing(key: str, row: Any, values: dict[str, Any], source_at: datetime | None) -> ItemResult:
+    """Apply `values` to a stored ORM row unless the source version is older than the stored one."""
+    incoming = as_utc(source_at)
+    if row.source_updated_at is not None and incoming is not None and incoming < row.source_updated_at:
+        return ItemResult(key, "stale")
+    changed = _assign(row, values)
     if incoming is not None and (row.source_updated_at is None or incoming > row.source_updated_at):
         row.source_updated_at = incoming
+    return ItemResult(key, "updated" if changed else "unchanged")
 
 
 def _differs(old: Any, new: Any) -> bool:

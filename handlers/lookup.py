@@ -115,12 +115,8 @@ async def deal(ctx: Context, args: str) -> Reply:
 @commands.command("account", usage="account <name>", summary="Show an account with its open deals and key contacts.",
                   example="account acme corp", args="required")
 async def account(ctx: Context, args: str) -> Reply:
-    async def by_id(actor: Any, account_id: int) -> Account | None:
-        card = await account_card(ctx.store, actor, account_id)
-        return card.account if card else None
-
     acct: Account = await resolve(
-        ctx, args, "account", "accounts", ctx.store.find_accounts, by_id,
+        ctx, args, "account", "accounts", ctx.store.find_accounts, ctx.store.account,
         lambda a: Item(a.name, _account_line(a), (Action("Choose", f"account #{a.id}", "primary"),)),
     )
     card = await account_card(ctx.store, ctx.actor, acct.id)
