@@ -368,14 +368,15 @@ class Sync:
             await s.execute(insert(_table(TimelineEntry)), timeline)
         if events:
             table = _table(OutboxItem)
-            rows = await s.execute(insert(table).returning(table.c.id, table.c.payload), [
-                {"idempotency_key": f"event:opportunity.changed:{uuid.uuid4().hex}", "platform": "dealbot",
-                 "operation": "opportunity.changed", "payload": {"opportunity_id": opp_id, "changes": fields},
+            payloads: dict[str, dict[str, Any]] = {f"event:opportunity.changed:{uuid.uuid4().hex}": {"opportunity_id": opp_id, "changes": fields}
+                        for opp_id, fields in events.items()}
+            rows = await s.execute(insert(table).returning(table.c.id, table.c.idempotency_key), [
+                {"idempotency_key": key, "platform": "dealbot", "operation": "opportunity.changed", "payload": payload,
                  "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
-                for opp_id, fields in events.items()
+                for key, payload in payloads.items()
             ])
-            self._pending += [OpportunityChanged(outbox_id, payload["opportunity_id"], tuple(payload["changes"]))
-                              for outbox_id, payload in rows]
+            self._pending += [OpportunityChanged(outbox_id, payloads[key]["opportunity_id"], tuple(payloads[key]["changes"]))
+                              for outbox_id, key in rows]
 
     async def _audit(self, s: AsyncSession, entity: str, results: list[ItemResult]) -> None:
         """One audit row per write: the item itself, or for a chunk of several the keys it wrote."""
