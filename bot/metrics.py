@@ -32,7 +32,9 @@ class Metrics:
                                ["kind", "status"], registry=self.registry)
         self.events = Counter("dealbot_events_processed", "Platform and change events processed",
                               ["source"], registry=self.registry)
-        self.outbox_depth = Gauge("dealbot_outbox_depth", "Outbox items not yet done", registry=self.registry)
+        self.outbox_depth = Gauge("dealbot_outbox_depth", "Outbox items waiting to be done", registry=self.registry)
+        self.outbox_failed = Gauge("dealbot_outbox_failed", "Outbox items that failed for good (see last_error)",
+                                   registry=self.registry)
         self.outbox_age = Gauge("dealbot_outbox_oldest_age_seconds", "Age of the oldest pending outbox item",
                                 registry=self.registry)
 
@@ -43,14 +45,16 @@ class Metrics:
             async with asyncio.timeout(DB_TIMEOUT_S):
                 async with store.session() as s:
                     depth, oldest = (await s.execute(
-                        select(func.count(), func.min(OutboxItem.created_at)).where(OutboxItem.status != "done")
+                        select(func.count(), func.min(OutboxItem.created_at)).where(OutboxItem.status == "pending")
                     )).one()
+                    failed = (await s.execute(select(func.count()).where(OutboxItem.status == "failed"))).scalar_one()
         except Exception as error:  # any failure: the database cannot say
             log.warning("outbox depth unavailable", extra={"error": type(error).__name__})
-            self.outbox_depth.set(math.nan)
-            self.outbox_age.set(math.nan)
+            for gauge in (self.outbox_depth, self.outbox_age, self.outbox_failed):
+                gauge.set(math.nan)
         else:
             self.outbox_depth.set(depth)
+            self.outbox_failed.set(failed)
             self.outbox_age.set((utcnow() - oldest).total_seconds() if oldest is not None else 0)
         return generate_latest(self.registry)
 

@@ -13,6 +13,7 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from sqlalchemy import text
@@ -27,6 +28,7 @@ log = logging.getLogger("dealbot.server")
 HEALTH_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
+OUTBOX_DRAIN_TIMEOUT_S = 20.0
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython default: 700)
 
 
@@ -84,7 +86,17 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def create_app(store: Store, settings: Settings, metrics: Metrics | None = None) -> web.Application:
+async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
+    outbox = app[api.STORE].outbox
+    outbox.start()
+    yield
+    await outbox.stop(drain_timeout_s=OUTBOX_DRAIN_TIMEOUT_S)
+
+
+def create_app(store: Store, settings: Settings, metrics: Metrics | None = None, *,
+               outbox: bool = True) -> web.Application:
+    """The one aiohttp app. With `outbox`, the app runs the outbox worker while it runs and
+    drains it on shutdown, after in-flight requests (tests that inspect raw rows turn it off)."""
     app = web.Application(middlewares=[observe, errors, api.authenticate], client_max_size=api.MAX_BODY)
     app[api.STORE] = store
     app[api.TOKEN] = settings.dealbot_api_token.get_secret_value() if settings.dealbot_api_token else ""
@@ -94,6 +106,8 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None)
         metrics.events.labels(source="sync").inc()
 
     store.changes.subscribe(count_change)
+    if outbox:
+        app.cleanup_ctx.append(_outbox_worker)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     api.add_routes(app)
@@ -125,7 +139,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("listening", extra={"host": host, "port": port, "api": bool(settings.dealbot_api_token)})
         await stop.wait()
-        log.info("stopping: finishing in-flight requests")
+        log.info("stopping: finishing in-flight requests, then due outbox work")
         await runner.cleanup()
     finally:
         try:  # a request cancelled mid-query can leave a driver connection that never closes

@@ -1,9 +1,9 @@
-"""Change events handed from the sync engine to whoever reacts (deal rooms), after commit.
+"""Change events from the sync engine to whoever reacts (deal rooms), delivered by the outbox.
 
-The durable record is the outbox row written in the same transaction as the change; this hub
-only tells reactors in this process at once. A reactor that misses an event (crash, another
-replica) finds it in the outbox, so handlers must be idempotent — which every reaction is,
-since each one is a claim in the database.
+The sync writes an ``opportunity.changed`` outbox row in the same transaction as the change and
+wakes the outbox; the outbox worker hands the row to this hub, which calls every listener. A
+crash anywhere in between leaves the row pending, so the event is delivered again: listeners
+must be idempotent — which every reaction is, since each one is a claim in the database.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from crm_store.outbox import Claimed, Retry
 
 log = logging.getLogger("dealbot.events")
 
@@ -37,11 +39,15 @@ class ChangeHub:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def publish(self, events: list[OpportunityChanged]) -> None:
-        """Call every listener for every event; one failing listener does not stop the others."""
-        for event in events:
-            for listener in self._listeners:
-                try:
-                    await listener(event)
-                except Exception:  # the outbox still holds the event; log and carry on
-                    log.exception("change listener failed", extra={"opportunity_id": event.opportunity_id})
+    async def deliver(self, item: Claimed) -> None:
+        """The outbox handler: call every listener; if any failed, the row is retried (for all)."""
+        event = OpportunityChanged(item.id, item.payload["opportunity_id"], tuple(item.payload["changes"]))
+        failed = 0
+        for listener in self._listeners:
+            try:
+                await listener(event)
+            except Exception:  # one failing listener does not keep the event from the others
+                failed += 1
+                log.exception("change listener failed", extra={"opportunity_id": event.opportunity_id})
+        if failed:
+            raise Retry(f"{failed} of {len(self._listeners)} change listeners failed")

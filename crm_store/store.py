@@ -26,6 +26,7 @@ from crm_store.events import ChangeHub
 from crm_store.models import Account, Base, Contact, DealTeamMember, Opportunity, User
 from crm_store.name_index import Match
 from crm_store.name_sync import Kind, NameIndexes
+from crm_store.outbox import Outbox
 from crm_store.visibility import directory_visible, opportunity_visible
 
 T = TypeVar("T")
@@ -47,6 +48,8 @@ class Store:
         self._sessions = session_factory(engine)
         self.names = NameIndexes(self._sessions)
         self.changes = ChangeHub()
+        self.outbox = Outbox(self._sessions)
+        self.outbox.register("dealbot", "opportunity.changed", self.changes.deliver)
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = True) -> Store:

@@ -24,7 +24,6 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_store.events import OpportunityChanged
 from crm_store.models import (
     Account,
     AuditLog,
@@ -38,6 +37,7 @@ from crm_store.models import (
     User,
     utcnow,
 )
+from crm_store.outbox import Claimed
 from crm_store.records import AccountRecord, ContactRecord, OpportunityRecord, Record, UserRecord, as_utc
 from crm_store.store import Store
 
@@ -90,7 +90,8 @@ class Sync:
     def __init__(self, store: Store, who: Who) -> None:
         self.store = store
         self.who = who
-        self._pending: list[OpportunityChanged] = []  # events of the chunk being written
+        self._handover: list[Claimed] = []  # this chunk's events, leased to this process's worker
+        self._unleased = False  # this chunk wrote events for any worker to take
 
     async def upsert(self, kind: str, items: Sequence[tuple[str, Record]]) -> list[ItemResult]:
         """Apply `(key, record)` pairs of `kind`; one transaction per chunk of `CHUNK` items."""
@@ -112,12 +113,14 @@ class Sync:
         return results
 
     async def _commit(self, apply: Any, chunk: list[tuple[str, Record]]) -> list[ItemResult]:
-        """Apply one chunk in one transaction; announce its changes only once it is committed."""
-        self._pending = []
+        """Apply one chunk in one transaction; its change events go out through the outbox."""
+        self._handover, self._unleased = [], False
         async with self.store.transaction() as s:
             results: list[ItemResult] = await apply(s, chunk)
-        events, self._pending = self._pending, []
-        await self.store.changes.publish(events)
+        if self._handover:
+            self.store.outbox.hand_over(self._handover)
+        if self._unleased:
+            self.store.outbox.wake()
         return results
 
     # -- users ------------------------------------------------------------------------------
@@ -367,16 +370,20 @@ class Sync:
             await s.execute(insert(_table(OpportunityHistory)), history)
             await s.execute(insert(_table(TimelineEntry)), timeline)
         if events:
-            table = _table(OutboxItem)
-            payloads: dict[str, dict[str, Any]] = {f"event:opportunity.changed:{uuid.uuid4().hex}": {"opportunity_id": opp_id, "changes": fields}
-                        for opp_id, fields in events.items()}
-            rows = await s.execute(insert(table).returning(table.c.id, table.c.idempotency_key), [
-                {"idempotency_key": key, "platform": "dealbot", "operation": "opportunity.changed", "payload": payload,
-                 "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
-                for key, payload in payloads.items()
-            ])
-            self._pending += [OpportunityChanged(outbox_id, payloads[key]["opportunity_id"], tuple(payloads[key]["changes"]))
-                              for outbox_id, key in rows]
+            table, lease = _table(OutboxItem), self.store.outbox.lease(now)
+            payloads: dict[str, dict[str, Any]] = {
+                f"event:opportunity.changed:{uuid.uuid4().hex}": {"opportunity_id": opp_id, "changes": fields}
+                for opp_id, fields in events.items()}
+            rows = [{"idempotency_key": key, "platform": "dealbot", "operation": "opportunity.changed",
+                     "payload": payload, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+                     **lease} for key, payload in payloads.items()]
+            if not lease:  # no worker here: any server's worker takes the rows
+                await s.execute(insert(table), rows)
+                self._unleased = True
+                return
+            written = await s.execute(insert(table).returning(table.c.id, table.c.idempotency_key), rows)
+            self._handover = [Claimed(row_id, "dealbot", "opportunity.changed", payloads[key], 0, key)
+                            for row_id, key in written]
 
     async def _audit(self, s: AsyncSession, entity: str, results: list[ItemResult]) -> None:
         """One audit row per write: the item itself, or for a chunk of several the keys it wrote."""

@@ -47,7 +47,8 @@ V1 = "/api/v1"
 
 
 async def start_client(store: Store, token: str | None = TOKEN) -> TestClient:
-    client = TestClient(TestServer(create_app(store, load_settings(dealbot_api_token=token))))
+    # No outbox worker: these tests inspect the outbox rows exactly as the sync wrote them.
+    client = TestClient(TestServer(create_app(store, load_settings(dealbot_api_token=token), outbox=False)))
     await client.start_server()
     return client
 

@@ -151,8 +151,11 @@ async def test_changes_are_announced_after_commit_and_kept_in_the_outbox(store: 
     store.changes.subscribe(listener)
     sync = Sync(store, Who("api", "test"))
     await sync.upsert("opportunities", [("EV", deal())])
+    assert await store.outbox.run_once() == 1
     await sync.upsert("opportunities", [("EV", deal())])  # unchanged: no event
     await sync.upsert("opportunities", [("EV", deal(stage="Commit"))])
+    assert await store.outbox.run_once() == 1
+    assert await store.outbox.run_once() == 0  # delivered once
     assert [fields for _, fields, _ in seen] == [["created"], ["stage"]]
     assert all(in_outbox == 1 for _, _, in_outbox in seen)
     assert len({opp for opp, _, _ in seen}) == 1
@@ -165,8 +168,11 @@ async def test_a_failing_listener_does_not_undo_or_block_the_write(store: Store,
     store.changes.subscribe(broken)
     results = await Sync(store, Who("api", "test")).upsert("opportunities", [("EV2", deal())])
     assert results[0].status == "created"
+    assert await store.outbox.run_once() == 1
     async with store.session() as s:
-        assert (await s.execute(select(func.count()).where(OutboxItem.operation == "opportunity.changed"))).scalar_one() == 1
+        [row] = (await s.execute(select(OutboxItem).where(OutboxItem.operation == "opportunity.changed"))).scalars()
+    assert (row.status, row.attempts, row.locked_by) == ("pending", 1, None)  # kept, to be retried later
+    assert "1 of 1 change listeners failed" in (row.last_error or "")
 
 
 async def test_a_manager_failing_in_the_same_bulk_fails_their_reports_too(store: Store) -> None:
