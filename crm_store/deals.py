@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from crm_store.actors import Actor
@@ -161,9 +163,29 @@ async def room_deal(store: Store, actor: Actor, platform: str, channel_id: str) 
     return await store.opportunity(actor, opp_id) if opp_id is not None else None
 
 
-async def add_note(store: Store, actor: Actor, opportunity_id: int, text: str, via: str,
-                   occurred_at: datetime | None = None) -> TimelineEntry:
-    """Write a note on a visible deal's timeline, audit-logged in the same transaction."""
+EntryKind = Literal["note", "decision", "action_item"]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The chat message an entry comes from: the platform's reference to it and a link back."""
+
+    platform: str
+    ref: str
+    permalink: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    entry: TimelineEntry
+    created: bool  # False: this source message was logged before, `entry` is that entry
+
+
+async def add_entry(store: Store, actor: Actor, opportunity_id: int, kind: EntryKind, text: str, via: str, *,
+                    occurred_at: datetime | None = None, source: Source | None = None) -> Logged:
+    """Write a note, decision or action item on a visible deal's timeline, audit-logged in the
+    same transaction. One entry per source message, however often it is logged (the unique
+    `(source_platform, source_ref)` decides, also between replicas)."""
     if actor.user_id is None:
         raise PermissionError("unmapped users cannot write")
     async with store.transaction() as s:
@@ -172,14 +194,28 @@ async def add_note(store: Store, actor: Actor, opportunity_id: int, text: str, v
         )).scalar_one_or_none()
         if visible is None:
             raise LookupError("deal not visible")
+        if source is not None and (earlier := await _entry_from(s, source)) is not None:
+            return Logged(earlier, created=False)
         entry = TimelineEntry(
-            opportunity_id=opportunity_id, kind="note", text=text[:MAX_NOTE_CHARS], author_id=actor.user_id,
-            source_platform=None, occurred_at=occurred_at or utcnow(), data={"via": via},
+            opportunity_id=opportunity_id, kind=kind, text=text[:MAX_NOTE_CHARS], author_id=actor.user_id,
+            source_platform=source.platform if source else None, source_ref=source.ref if source else None,
+            permalink=source.permalink if source else None, occurred_at=occurred_at or utcnow(), data={"via": via},
         )
-        s.add(entry)
-        await s.flush()
+        try:
+            async with s.begin_nested():
+                s.add(entry)
+        except IntegrityError:  # logged a moment ago by another request or replica
+            assert source is not None
+            earlier = await _entry_from(s, source)
+            assert earlier is not None
+            return Logged(earlier, created=False)
         s.add(AuditLog(
-            actor_user_id=actor.user_id, actor=actor.email or actor.name, via=via, action="note.create",
+            actor_user_id=actor.user_id, actor=actor.email or actor.name, via=via, action=f"{kind}.create",
             entity_type="opportunity", entity_id=str(opportunity_id), details={"timeline_entry_id": entry.id},
         ))
-    return entry
+    return Logged(entry, created=True)
+
+
+async def _entry_from(s: AsyncSession, source: Source) -> TimelineEntry | None:
+    return (await s.execute(select(TimelineEntry).where(
+        TimelineEntry.source_platform == source.platform, TimelineEntry.source_ref == source.ref))).scalar_one_or_none()

@@ -8,7 +8,6 @@ from handlers.registry import CommandError, commands
 from handlers.reply import Reply
 
 _LATER = [
-    ("decision", "decision <text>", "Record a decision on the deal of this room.", "decision 3-year term agreed"),
     ("search", "search <words>", "Search notes, decisions and deal-room conversations.", "search security review"),
     ("room", "room <deal>", "Open a deal room for a deal, even below the threshold.", "room acme renewal"),
     ("digest", "digest daily|weekly|off [HH:MM] [weekday]", "Subscribe to a digest of your team's pipeline.",

@@ -63,7 +63,10 @@ async def resolve(
     if not chosen:
         raise CommandError(texts.NO_MATCH.format(kind=kind, query=query))
     if len(chosen) > 1:
-        raise CommandError("ambiguous", reply=choice_reply(kinds, query, [option(f.row) for f in chosen]))
+        reply = choice_reply(kinds, query, [option(f.row) for f in chosen])
+        if kind == "deal":
+            reply.reveals = tuple(f.row.id for f in chosen)
+        raise CommandError("ambiguous", reply=reply)
     return chosen[0].row
 
 
@@ -103,7 +106,7 @@ async def deal_card(ctx: Context, found: Opportunity) -> Reply:
         sections.append(Section("Key contacts", items=[Item(c.name, c.title or "") for c in contacts]))
     if entries:
         sections.append(Section("Latest on the timeline", items=[Item(*timeline_line(e, 160)) for e in entries]))
-    return Reply(title=opp.name, fields=fields, sections=sections, actions=deal_actions(opp))
+    return Reply(title=opp.name, fields=fields, sections=sections, actions=deal_actions(opp), reveals=(opp.id,))
 
 
 @commands.command("deal", usage="deal <name>", summary="Show a deal card: amount, stage, close date, team, latest activity.",
@@ -128,7 +131,7 @@ async def account(ctx: Context, args: str) -> Reply:
     ], text="" if card.open_deals else "No open deals that you can see.")]
     if card.contacts:
         sections.append(Section("Key contacts", items=[Item(c.name, c.title or "") for c in card.contacts]))
-    return Reply(title=acct.name, fields=fields, sections=sections)
+    return Reply(title=acct.name, fields=fields, sections=sections, reveals=tuple(o.id for o in card.open_deals))
 
 
 def _account_line(a: Account) -> str:
@@ -173,7 +176,7 @@ async def find(ctx: Context, args: str) -> Reply:
          lambda c: Item(c.name, _contact_line(c), (Action("Open", f"contact #{c.id}"),))),
     )
     best = max((f.match.score for _, results, _ in kinds for f in results), default=0)
-    sections = []
+    sections, reveals = [], []
     for heading, results, item in kinds:
         # Keep what is close to the best hit of any kind, so "acme" does not list "Kwame Kim".
         good = [f for f in results if f.match.tier >= 2 or f.match.score >= max(MIN_SCORE, best - FIND_SPREAD)]
@@ -181,6 +184,8 @@ async def find(ctx: Context, args: str) -> Reply:
             shown = good[:FIND_LIMIT]
             footer = texts.MORE_MATCHES if len(good) > FIND_LIMIT else ""
             sections.append(Section(heading, items=[item(f.row) for f in shown], footer=footer))
+            if heading == "Deals":
+                reveals += [f.row.id for f in shown]
     if not sections:
         raise CommandError(texts.NOTHING_FOUND.format(query=clip(query, 80)))
-    return Reply(title=f"Results for “{clip(query, 80)}”", sections=sections)
+    return Reply(title=f"Results for “{clip(query, 80)}”", sections=sections, reveals=tuple(reveals))

@@ -56,7 +56,7 @@ async def pipeline(ctx: Context, args: str) -> Reply:
     ], text="" if data.closing_count else "Nothing closes this month.")
     if data.closing_count > len(data.closing_this_month):
         closing.footer = f"… and {data.closing_count - len(data.closing_this_month)} more"
-    return Reply(title=name, fields=fields, sections=[*sections, closing])
+    return Reply(title=name, fields=fields, sections=[*sections, closing], shareable=False)
 
 
 async def _user(ctx: Context, who: str) -> User:

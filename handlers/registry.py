@@ -31,6 +31,14 @@ class CommandError(Exception):
         self.reply = reply or Reply.error(message)
 
 
+class FormError(Exception):
+    """Expected problems with a submitted form, by field name, each shown next to its field."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+        self.problems = problems
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str

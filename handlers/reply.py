@@ -24,6 +24,11 @@ class Action:
     command: str
     style: Literal["default", "primary", "danger"] = "default"
 
+    @property
+    def asks_for_text(self) -> bool:
+        """``log #12:`` still needs the note: chat platforms open a form for it."""
+        return self.command.rstrip().endswith(":")
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -52,6 +57,8 @@ class Reply:
     actions: list[Action] = field(default_factory=list)
     kind: Literal["info", "choice", "error"] = "info"
     ephemeral: bool = True
+    reveals: tuple[int, ...] = ()  # opportunity ids shown: a shared copy must be visible to all who read it
+    shareable: bool = True  # False: personal (a pipeline's totals cover deals it does not list)
 
     @classmethod
     def error(cls, text: str) -> Reply:

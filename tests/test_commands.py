@@ -184,9 +184,57 @@ async def test_timeline_empty_and_without_deal(shell: Shell) -> None:
     assert (await rita.ask("/crm timeline")).text == texts.TIMELINE_USAGE
 
 
-@pytest.mark.parametrize("name", ["decision", "search", "room", "digest"])
+@pytest.mark.parametrize("name", ["search", "room", "digest"])
 async def test_commands_of_later_releases_say_so(shell: Shell, name: str) -> None:
     cmd = commands.get(name)
     assert cmd is not None and not cmd.available
     reply = await (await shell()).ask(f"/crm {cmd.example}")
     assert reply.kind == "error" and reply.text == texts.NOT_YET.format(name=name)
+
+
+async def test_decision_is_logged_like_a_note_but_typed_decision(shell: Shell, store: Store, org: Org) -> None:
+    rita = await shell()
+    reply = await rita.ask("/crm decision acme renewal: 3-year term agreed")
+    assert reply.text == "Decision recorded on ACME Renewal 2027." and reply.reveals == (org.deals["acme_renewal"],)
+    assert (await rita.ask("/crm decision acme renewal no colon")).text == texts.DECISION_USAGE
+    assert "The decision is empty" in (await rita.ask("/crm decision acme renewal:  ")).text
+    async with store.session() as s:
+        entry = (await s.execute(select(TimelineEntry))).scalar_one()
+        audit = (await s.execute(select(AuditLog))).scalar_one()
+    assert (entry.kind, entry.text) == ("decision", "3-year term agreed")
+    assert audit.action == "decision.create"
+
+
+async def test_replies_name_the_deals_they_reveal_and_pipelines_are_not_shareable(shell: Shell, org: Org) -> None:
+    admin = await shell("admin")
+    assert (await admin.ask("/crm deal acme renewal")).reveals == (org.deals["acme_renewal"],)
+    found = await admin.ask("/crm find acme")
+    assert org.deals["acme_renewal"] in found.reveals and org.deals["acme_pilot"] in found.reveals
+    assert set((await admin.ask("/crm account acme corp")).reveals) >= {org.deals["acme_renewal"]}
+    assert (await admin.ask("/crm timeline acme renewal")).reveals == (org.deals["acme_renewal"],)
+    assert not (await (await shell("rep_a")).ask("/crm pipeline mine")).shareable
+
+
+async def test_form_submission_checks_every_field_at_once_and_logs_once_per_source(
+        shell: Shell, store: Store, org: Org) -> None:
+    from crm_store.deals import Source
+    from handlers.invocation import Context, Invocation
+    from handlers.notes import log_from_form
+    from handlers.registry import FormError
+
+    rita = await shell()
+    ctx = Context(store, Invocation("", rita.actor, platform="slack"))
+    with pytest.raises(FormError) as empty:
+        await log_from_form(ctx, "decision", None, "   ")
+    assert set(empty.value.problems) == {"text", "deal"}
+    with pytest.raises(FormError) as hidden:
+        await log_from_form(ctx, "note", org.deals["initech_secret"], "x" * 3001)
+    assert "3,001" in hidden.value.problems["text"] and hidden.value.problems["deal"] == texts.FORM_DEAL_NOT_VISIBLE
+    source = Source("slack", "C1/1700000000.000100", "https://example.slack.com/archives/C1/p1700000000000100")
+    first = await log_from_form(ctx, "decision", org.deals["acme_renewal"], "Go with 3 years", source)
+    again = await log_from_form(ctx, "decision", org.deals["acme_renewal"], "Go with 3 years", source)
+    assert first.text == "Decision recorded on ACME Renewal 2027."
+    assert again.text == texts.FORM_ALREADY_LOGGED.format(deal="ACME Renewal 2027")
+    async with store.session() as s:
+        [entry] = (await s.execute(select(TimelineEntry))).scalars()
+    assert (entry.kind, entry.permalink, entry.source_ref) == ("decision", source.permalink, source.ref)

@@ -23,7 +23,7 @@ from bot.cli import app
 from bot.csv_import import import_csv
 from crm_store import Store
 from crm_store.admin_ops import duplicate_accounts
-from crm_store.deals import add_note
+from crm_store.deals import add_entry
 from crm_store.models import Account, AuditLog, Contact, Opportunity, TimelineEntry, utcnow
 from crm_store.records import AccountRecord, ContactRecord, OpportunityRecord
 from crm_store.sync import Sync, Who
@@ -101,7 +101,7 @@ async def duplicate_with_deal(store: Store, org: Org) -> int:
     async with store.session() as s:
         opp_id = (await s.execute(select(Opportunity.id).where(Opportunity.external_id == "O-200"))).scalar_one()
     rita = await store.actor_for(email=org.email("rep_a"))
-    await add_note(store, rita, opp_id, "They use the old Acme Inc. name on invoices", via="shell")
+    await add_entry(store, rita, opp_id, "note", "They use the old Acme Inc. name on invoices", via="shell")
     return opp_id
 
 
@@ -157,9 +157,9 @@ async def busy_timeline(store: Store, org: Org) -> int:
     """The ACME renewal with notes that need quoting, one backdated (its id is newer than its time)."""
     rita = await store.actor_for(email=org.email("rep_a"))
     opp = org.deals["acme_renewal"]
-    await add_note(store, rita, opp, 'CFO said: "no, not before Q3", then left', via="shell")
-    await add_note(store, rita, opp, "Two lines:\nfirst; second — naïve café", via="shell")
-    await add_note(store, rita, opp, "Backdated kickoff notes", via="shell", occurred_at=utcnow() - timedelta(days=30))
+    await add_entry(store, rita, opp, "note", 'CFO said: "no, not before Q3", then left', via="shell")
+    await add_entry(store, rita, opp, "note", "Two lines:\nfirst; second — naïve café", via="shell")
+    await add_entry(store, rita, opp, "note", "Backdated kickoff notes", via="shell", occurred_at=utcnow() - timedelta(days=30))
     return opp
 
 
@@ -201,7 +201,7 @@ async def test_export_timeline_writes_the_apis_csv_to_stdout_or_a_file(
 
 async def test_export_is_admin_scope_and_refuses_unknown_opportunities(store: Store, org: Org, db_url: str) -> None:
     loner = await store.actor_for(email=org.email("loner"))
-    await add_note(store, loner, org.deals["initech_secret"], "Only Lou and admins see this", via="shell")
+    await add_entry(store, loner, org.deals["initech_secret"], "note", "Only Lou and admins see this", via="shell")
     hidden = await cli(db_url, "export", "timeline", "--opportunity", "O-initech_secret")
     assert hidden.exit_code == 0 and "Only Lou and admins see this" in hidden.stdout
     empty = await cli(db_url, "export", "timeline", "--opportunity", "O-acme_pilot")
