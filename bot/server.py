@@ -22,9 +22,13 @@ from bot import api
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
 from bot.settings import Settings
 from crm_store import Store
+from bot.slack.app import SlackAdapter
 from crm_store.events import OpportunityChanged
+from handlers.chat_events import ChatEvent, ChatEvents
+from handlers.dispatch import Dispatcher
 
 log = logging.getLogger("dealbot.server")
+SLACK = web.AppKey("slack", SlackAdapter)
 HEALTH_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
@@ -93,6 +97,15 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
     await outbox.stop(drain_timeout_s=OUTBOX_DRAIN_TIMEOUT_S)
 
 
+async def _slack_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Socket Mode connects once the app runs; the client's HTTP session closes with it."""
+    slack = app[SLACK]
+    if slack.settings.slack_app_token:
+        await slack.start_socket_mode()
+    yield
+    await slack.close()
+
+
 def create_app(store: Store, settings: Settings, metrics: Metrics | None = None, *,
                outbox: bool = True) -> web.Application:
     """The one aiohttp app. With `outbox`, the app runs the outbox worker while it runs and
@@ -108,6 +121,14 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     store.changes.subscribe(count_change)
     if outbox:
         app.cleanup_ctx.append(_outbox_worker)
+    if settings.slack_enabled:
+        def count_event(event: ChatEvent, first: bool) -> None:
+            metrics.events.labels(source=event.platform if first else f"{event.platform}-duplicate").inc()
+
+        app[SLACK] = slack = SlackAdapter(store, settings, Dispatcher(store), ChatEvents(store, count_event))
+        app.cleanup_ctx.append(_slack_lifetime)
+        if not settings.slack_app_token:
+            app.router.add_post("/slack/events", slack.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     api.add_routes(app)

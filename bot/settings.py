@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     digest_default_tz: str = "UTC"
     digest_stale_days: int = Field(default=14, ge=1)
     capture_mode: Literal["suggest", "auto", "explicit"] = "suggest"
+    capture_bot_messages: bool = False
     transcript_retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("database_url")

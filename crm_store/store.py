@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from rapidfuzz import fuzz
 from rapidfuzz.utils import default_process
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -105,6 +105,30 @@ class Store:
         if user is None:
             return Actor.unmapped(display_name)
         return Actor(user.id, user.name, user.email, user.role, user.time_zone)
+
+    async def link_chat_identity(self, user_id: int, *, slack_user_id: str | None = None,
+                                 teams_aad_id: str | None = None) -> None:
+        """Remember a chat id on the CRM user found by verified email, so later lookups need no
+        platform call. An id another row still holds (a re-created account) moves to this one."""
+        column = User.slack_user_id if slack_user_id else User.teams_aad_id
+        chat_id = slack_user_id or teams_aad_id
+        if not chat_id:
+            return
+        async with self.transaction() as s:
+            await s.execute(update(User).where(column == chat_id, User.id != user_id).values({column.key: None}))
+            await s.execute(update(User).where(User.id == user_id).values({column.key: chat_id}))
+
+    async def who_cannot_see(self, opportunity_ids: tuple[int, ...], actors: list[Actor]) -> list[Actor]:
+        """The actors for whom at least one of the opportunities is hidden (sharing checks)."""
+        wanted = set(opportunity_ids)
+        hidden: list[Actor] = []
+        async with self.session() as s:
+            for actor in actors:
+                seen = set((await s.execute(select(Opportunity.id).where(
+                    Opportunity.id.in_(wanted), opportunity_visible(actor)))).scalars())
+                if seen != wanted:
+                    hidden.append(actor)
+        return hidden
 
     async def find_users(self, text: str, limit: int = 5) -> list[User]:
         """Users by email, Slack id or name (exact first, then contains); erased users excluded."""

@@ -61,3 +61,11 @@ def timeline_line(entry: TimelineEntry, limit: int = 280) -> tuple[str, str]:
     retracted = " (retracted)" if entry.retracted_at else ""
     title = f"{kind}{retracted} · {day(entry.occurred_at.date())} · {person(entry.author)}"
     return title, clip(entry.text, limit)
+
+
+def join_names(names: list[str], limit: int = 5) -> str:
+    """``A``, ``A and B``, ``A, B and C``, ``A, B, C, D, E and 3 others``."""
+    if len(names) > limit:
+        shown, rest = names[:limit], len(names) - limit
+        return f"{', '.join(shown)} and {rest} other{'s' if rest != 1 else ''}"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

@@ -48,3 +48,10 @@ PIPELINE_NO_TEAM = "Nobody reports to you in the CRM, so there is no team pipeli
 PIPELINE_NO_USER = "No CRM user matches “{who}”. Use their email address, e.g. `/crm pipeline @maya@example.com`."
 PIPELINE_MANY_USERS = "Several people match “{who}”. Which one did you mean?"
 PIPELINE_EMPTY = "No open deals in this pipeline that you can see."
+
+SHARE_PERSONAL = "A pipeline is personal: its totals include deals it does not list. Share a deal card instead."
+SHARE_NO_CHANNEL = "I can only share into a channel."
+SHARE_CANNOT_SEE_MEMBERS = "I cannot see who is in this channel, so I cannot check that everyone may see this deal. Invite me with `/invite @Dealbot` and try again."
+SHARE_REFUSED = "Not shared: {people} may not see this deal in the CRM, and a card posted here belongs to everyone who can read the channel."
+NOT_AUTHORIZED = "Dealbot is not installed correctly in this workspace (its token was refused). Ask your Slack admin to reinstall the app."
+TOKEN_INVALID = "Dealbot's Slack token was refused, so I could not finish that. Ask your Slack admin to reinstall the app."

@@ -1,0 +1,75 @@
+"""Who a Slack user is in the CRM: the Slack id remembered on the user row, else the verified
+profile email from ``users.info`` (then remembered). Answers are cached for a few minutes, so a
+burst of commands costs one lookup, and a user added to the CRM is recognised soon after."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from crm_store import Actor, Store
+
+log = logging.getLogger("dealbot.slack")
+TTL_S = 300.0
+MAX_ENTRIES = 10_000
+TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"})
+
+
+@dataclass(frozen=True, slots=True)
+class SlackUser:
+    actor: Actor
+    is_bot: bool
+
+
+class SlackIdentity:
+    def __init__(self, client: AsyncWebClient, store: Store, *, ttl_s: float = TTL_S) -> None:
+        self.client = client
+        self.store = store
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, SlackUser]] = {}
+
+    async def actor(self, user_id: str) -> Actor:
+        return (await self.user(user_id)).actor
+
+    async def user(self, user_id: str) -> SlackUser:
+        hit = self._cache.get(user_id)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        found = await self._look_up(user_id)
+        if len(self._cache) >= MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[user_id] = (time.monotonic(), found)
+        return found
+
+    def forget(self, user_id: str | None = None) -> None:
+        """Drop cached answers (one user's, or all: the app was reinstalled, a profile changed)."""
+        if user_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(user_id, None)
+
+    async def _look_up(self, user_id: str) -> SlackUser:
+        actor = await self.store.actor_for(slack_user_id=user_id)
+        if actor.is_mapped:
+            return SlackUser(actor, is_bot=False)
+        try:
+            info = (await self.client.users_info(user=user_id))["user"]
+        except SlackApiError as error:
+            if error.response.get("error") in TOKEN_ERRORS:
+                raise  # the workspace must hear that the app needs reinstalling, not "who are you?"
+            log.warning("users.info failed", extra={"error": error.response.get("error")})
+            return SlackUser(Actor.unmapped("a Slack user"), is_bot=False)
+        profile = info.get("profile") or {}
+        name = profile.get("real_name") or info.get("real_name") or info.get("name") or "a Slack user"
+        is_bot = bool(info.get("is_bot")) or user_id == "USLACKBOT"
+        email = profile.get("email")
+        if is_bot or not email:
+            return SlackUser(Actor.unmapped(name), is_bot=is_bot)
+        actor = await self.store.actor_for(email=email, display_name=name)
+        if actor.is_mapped and actor.user_id is not None:
+            await self.store.link_chat_identity(actor.user_id, slack_user_id=user_id)
+        return SlackUser(actor, is_bot=False)
