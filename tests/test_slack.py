@@ -331,3 +331,13 @@ async def test_a_token_refused_from_the_start_is_answered_in_the_ack(store: Stor
         finally:
             await client.close()
     assert world.last_ack == texts.NOT_AUTHORIZED
+
+
+async def test_socket_mode_takes_no_http_route(store: Store, slack: SlackStandIn) -> None:
+    app = create_app(store, load_settings(slack_bot_token=TOKEN, slack_app_token="xapp-1-test",
+                                          slack_api_url=slack.api_url))
+    routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert "/slack/events" not in routes and SLACK in app
+    http = create_app(store, load_settings(slack_bot_token=TOKEN, slack_signing_secret=SECRET,
+                                           slack_api_url=slack.api_url))
+    assert "/slack/events" in {r.resource.canonical for r in http.router.routes() if r.resource is not None}

@@ -47,6 +47,7 @@ from handlers.reply import Reply
 log = logging.getLogger("dealbot.slack")
 REF = re.compile(r"#(\d+)")
 MAX_OPTIONS = 20
+SHORTCUT = "log_as_decision"  # the message shortcut's callback id in app_manifest.yml
 EVENTS = ("message", "reaction_added", "reaction_removed", "member_joined_channel", "app_uninstalled",
           "tokens_revoked")
 
@@ -124,7 +125,7 @@ class SlackAdapter:
         app.action(SHARE)(self._share)
         app.options(forms.DEAL_PICKER)(self._deal_options)
         app.view(forms.CALLBACK)(self._submit_form)
-        app.shortcut("log_as_decision")(self._log_message)
+        app.shortcut(SHORTCUT)(self._log_message)
         for name in EVENTS:
             app.event(name)(self._event)
         app.error(self._error)
