@@ -341,3 +341,14 @@ async def test_socket_mode_takes_no_http_route(store: Store, slack: SlackStandIn
     http = create_app(store, load_settings(slack_bot_token=TOKEN, slack_signing_secret=SECRET,
                                            slack_api_url=slack.api_url))
     assert "/slack/events" in {r.resource.canonical for r in http.router.routes() if r.resource is not None}
+
+
+async def test_a_form_failing_on_our_side_stays_open_with_a_reference(
+        world: SlackWorld, slack: SlackStandIn, store: Store, org: Org) -> None:
+    view = await open_form(world, slack, "Log decision")
+    slack.revoke_token()  # Ben's identity is not cached yet: users.info fails while submitting
+    status, body = await world.interact(submission(world, view, str(org.deals["acme_pilot"]), "ok", who="rep_b"))
+    assert status == 200
+    errors = json.loads(body)
+    assert errors["response_action"] == "errors" and "reference" in errors["errors"]["text"]
+    assert (await store.counts())["timeline_entries"] == 0

@@ -128,7 +128,7 @@ class SlackAdapter:
         app.shortcut(SHORTCUT)(self._log_message)
         for name in EVENTS:
             app.event(name)(self._event)
-        app.error(self._error)
+        app.error(self._bolt_error)
 
     async def _run(self, text: str, user_id: str, channel_id: str | None) -> Reply:
         actor = await self.identity.actor(user_id)
@@ -236,20 +236,23 @@ class SlackAdapter:
 
     async def _submit_form(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Validated before answering, so problems show next to their fields."""
-        async with self._reporting(body, None):
-            user_id = body["user"]["id"]
-            form = forms.FormContext.load(view.get("private_metadata") or "")
+        user_id = body["user"]["id"]
+        form = forms.FormContext.load(view.get("private_metadata") or "")
+        try:
             deal_id, text = forms.submitted(view)
             actor = await self.identity.actor(user_id)
             source = await self._source(form)
             ctx = Context(self.store, Invocation(text="", actor=actor, platform="slack", channel_id=form.channel_id))
-            try:
-                reply = await log_from_form(ctx, form.kind, deal_id, text, source)
-            except FormError as problems:
-                await ack(response_action="errors", errors=problems.problems)
-                return
-            await ack()
-            self._later(self._tell(user_id, form.channel_id, reply), body, None)
+            reply = await log_from_form(ctx, form.kind, deal_id, text, source)
+        except FormError as problems:
+            await ack(response_action="errors", errors=problems.problems)
+            return
+        except Exception as error:  # keep the modal open and say so, rather than a silent failure
+            ref = await self._error(error, body)
+            await ack(response_action="errors", errors={"text": texts.INTERNAL_ERROR.format(ref=ref)})
+            return
+        await ack()
+        self._later(self._tell(user_id, form.channel_id, reply), body, None)
 
     async def _source(self, form: forms.FormContext) -> Source | None:
         if not (form.message_ts and form.channel_id):
@@ -281,8 +284,12 @@ class SlackAdapter:
             log.warning("Slack app uninstalled or its tokens revoked; Slack calls will fail until reinstalled")
             self.identity.forget()
 
-    async def _error(self, error: Exception, body: dict[str, Any], respond: AsyncRespond | None = None) -> None:
-        """Bolt's error hook: log with a reference; tell the user politely when there is a way."""
+    async def _bolt_error(self, error: Exception, body: dict[str, Any], respond: AsyncRespond | None = None) -> None:
+        await self._error(error, body, respond)
+
+    async def _error(self, error: Exception, body: dict[str, Any], respond: AsyncRespond | None = None) -> str:
+        """The one error hook (also Bolt's): log with a reference, tell the user politely when
+        there is a way; returns the reference."""
         ref = secrets.token_hex(4)
         slack_error = error.response.get("error") if isinstance(error, SlackApiError) else None
         log.error("slack listener failed (ref %s, %s)", ref, slack_error or type(error).__name__, exc_info=error)
@@ -292,3 +299,4 @@ class SlackAdapter:
                 await respond(text=text, response_type="ephemeral", replace_original=False)
             except Exception:  # the response_url itself failed; the log has it
                 log.warning("could not tell the user about the failure", extra={"ref": ref})
+        return ref
