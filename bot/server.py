@@ -98,7 +98,7 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _slack_lifetime(app: web.Application) -> AsyncIterator[None]:
-    """Socket Mode connects once the app runs; the client's HTTP session closes with it."""
+    """Socket Mode connects once the app runs; on shutdown, answers still being worked on finish."""
     slack = app[SLACK]
     if slack.settings.slack_app_token:
         await slack.start_socket_mode()

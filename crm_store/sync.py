@@ -91,7 +91,6 @@ class Sync:
         self.store = store
         self.who = who
         self._handover: list[Claimed] = []  # this chunk's events, leased to this process's worker
-        self._unleased = False  # this chunk wrote events for any worker to take
 
     async def upsert(self, kind: str, items: Sequence[tuple[str, Record]]) -> list[ItemResult]:
         """Apply `(key, record)` pairs of `kind`; one transaction per chunk of `CHUNK` items."""
@@ -114,13 +113,11 @@ class Sync:
 
     async def _commit(self, apply: Any, chunk: list[tuple[str, Record]]) -> list[ItemResult]:
         """Apply one chunk in one transaction; its change events go out through the outbox."""
-        self._handover, self._unleased = [], False
+        self._handover = []
         async with self.store.transaction() as s:
             results: list[ItemResult] = await apply(s, chunk)
         if self._handover:
             self.store.outbox.hand_over(self._handover)
-        if self._unleased:
-            self.store.outbox.wake()
         return results
 
     # -- users ------------------------------------------------------------------------------
@@ -377,9 +374,8 @@ class Sync:
             rows = [{"idempotency_key": key, "platform": "dealbot", "operation": "opportunity.changed",
                      "payload": payload, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
                      **lease} for key, payload in payloads.items()]
-            if not lease:  # no worker here: any server's worker takes the rows
+            if not lease:  # no worker here (the CLI): a server's worker takes the rows at its next poll
                 await s.execute(insert(table), rows)
-                self._unleased = True
                 return
             written = await s.execute(insert(table).returning(table.c.id, table.c.idempotency_key), rows)
             self._handover = [Claimed(row_id, "dealbot", "opportunity.changed", payloads[key], 0, key)

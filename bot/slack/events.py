@@ -8,7 +8,7 @@ message, another bot unless bot capture is on).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from handlers.chat_events import AppRemoved, ChatEvent, ChatMessage, MemberJoined, ReactionChanged
 
@@ -67,7 +67,7 @@ def _message(event_id: str, event: dict[str, Any], capture_bots: bool) -> ChatMe
 
 
 def _human(event_id: str, channel: str, message: dict[str, Any], capture_bots: bool, *,
-           change: str = "new", previous: str | None = None) -> ChatMessage | None:
+           change: Literal["new", "edited", "deleted"] = "new", previous: str | None = None) -> ChatMessage | None:
     from_bot = bool(message.get("bot_id")) or message.get("subtype") == "bot_message"
     user = message.get("user") or message.get("bot_id") or ""
     if (from_bot and not capture_bots) or not user or not message.get("ts"):
@@ -75,5 +75,5 @@ def _human(event_id: str, channel: str, message: dict[str, Any], capture_bots: b
     return ChatMessage(
         platform="slack", event_id=event_id, channel_id=channel, message_id=message["ts"], user_id=user,
         text=message.get("text") or "", sent_at=_time(message["ts"]), thread_id=_thread(message),
-        change=change, previous_text=previous, files=_files(message), from_bot=from_bot,  # type: ignore[arg-type]
+        change=change, previous_text=previous, files=_files(message), from_bot=from_bot,
     )
