@@ -188,7 +188,7 @@ async def add_entry(store: Store, actor: Actor, opportunity_id: int, kind: Entry
     `(source_platform, source_ref)` decides, also between replicas)."""
     if actor.user_id is None:
         raise PermissionError("unmapped users cannot write")
-    async with store.transaction() as s:
+    async with store.transaction(renames=False) as s:
         visible = (await s.execute(
             select(Opportunity.id).where(Opportunity.id == opportunity_id, opportunity_visible(actor))
         )).scalar_one_or_none()

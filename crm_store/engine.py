@@ -1,8 +1,12 @@
-"""Async engine and session factory, tuned per database.
+"""Async engines and session factory, tuned per database.
 
-SQLite runs as a small server database: WAL so readers never wait for the writer, a busy
-timeout so concurrent writers queue instead of failing, foreign keys enforced, and a page
-cache big enough that bulk upserts do not re-read index pages.
+SQLite runs as a small server database: WAL so readers never wait for the writer, foreign keys
+enforced, and a page cache big enough that bulk upserts do not re-read index pages. It allows
+one writer at a time, so a process writes through one connection of its own (`writer_for`):
+writers queue in order on that connection instead of sleeping in SQLite's busy handler, and a
+transaction takes the write lock when it begins (``BEGIN IMMEDIATE``), so it can never fail
+half-way with "database is locked" because another transaction committed first. The busy
+timeout remains for other processes (``dealbot import`` while the server runs).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 64 * 1024  # per connection; the 2 MiB default thrashes once indexes outgrow it
+WRITER_WAIT_S = 60.0  # how long a write may queue for the writer connection before failing
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -25,6 +30,14 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
+
+
+def _own_transactions(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver begins nothing itself; `_begin_immediate` does
+
+
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -40,6 +53,20 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_size", 10)
         engine = create_async_engine(url, **kwargs)
     return engine
+
+
+def writer_for(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for write transactions: on SQLite one queued connection, else `engine` itself."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    writer = create_async_engine(
+        engine.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True,
+        pool_size=1, max_overflow=0, pool_timeout=WRITER_WAIT_S,
+    )
+    event.listen(writer.sync_engine, "connect", _tune_sqlite)
+    event.listen(writer.sync_engine, "connect", _own_transactions)
+    event.listen(writer.sync_engine, "begin", _begin_immediate)
+    return writer
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

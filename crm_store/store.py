@@ -21,7 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from crm_store import migrate
 from crm_store.actors import Actor
-from crm_store.engine import create_engine, session_factory
+from crm_store.engine import create_engine, session_factory, writer_for
 from crm_store.events import ChangeHub
 from crm_store.models import Account, Base, Contact, DealTeamMember, Opportunity, User
 from crm_store.name_index import Match
@@ -45,10 +45,12 @@ class Found(Generic[T]):
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.writer = writer_for(engine)
         self._sessions = session_factory(engine)
+        self._write_sessions = session_factory(self.writer)
         self.names = NameIndexes(self._sessions)
         self.changes = ChangeHub()
-        self.outbox = Outbox(self._sessions)
+        self.outbox = Outbox(self._write_sessions)
         self.outbox.register("dealbot", "opportunity.changed", self.changes.deliver)
 
     @classmethod
@@ -65,6 +67,8 @@ class Store:
 
     async def close(self) -> None:
         await self.names.close()
+        if self.writer is not self.engine:
+            await self.writer.dispose()
         await self.engine.dispose()
 
     @property
@@ -78,11 +82,16 @@ class Store:
             yield session
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session whose work is committed as a whole, or not at all."""
-        async with self._sessions() as session, session.begin():
+    async def transaction(self, *, renames: bool = True) -> AsyncIterator[AsyncSession]:
+        """A session whose work is committed as a whole, or not at all.
+
+        `renames=False` promises the work adds or renames no account, contact or deal, so the
+        name indexes need not look for changes before the next lookup.
+        """
+        async with self._write_sessions() as session, session.begin():
             yield session
-        self.names.mark_dirty()  # the next lookup sees what was just written
+        if renames:
+            self.names.mark_dirty()  # the next lookup sees what was just written
 
     # -- people -----------------------------------------------------------------------------
 
@@ -114,7 +123,7 @@ class Store:
         chat_id = slack_user_id or teams_aad_id
         if not chat_id:
             return
-        async with self.transaction() as s:
+        async with self.transaction(renames=False) as s:
             await s.execute(update(User).where(column == chat_id, User.id != user_id).values({column.key: None}))
             await s.execute(update(User).where(User.id == user_id).values({column.key: chat_id}))
 

@@ -1,22 +1,28 @@
 """Chat events as plain objects, received exactly once whatever the platform retries.
 
 Adapters translate a platform's event (a Slack ``message``, ``reaction_added``…) into one of
-these and call `ChatEvents.receive`. The claim on ``(platform, event_id)`` is inserted in the
-same transaction as whatever the listeners write, so a retried delivery is dropped, and a
-delivery that failed half-way leaves no claim and is processed again when the platform retries.
-Listeners (transcripts, deal rooms) are subscribed by type.
+these and call `ChatEvents.receive`, which answers only once the event is durably handled.
+The claim on ``(platform, event_id)`` is inserted in the same transaction as whatever the
+listeners write, so a retried delivery is dropped, and a delivery that failed half-way leaves no
+claim and is processed again when the platform retries. Listeners (transcripts, deal rooms)
+are subscribed by type.
+
+Events that arrive while a transaction is being committed are claimed together in the next one
+(group commit): under a burst the cost of a commit is shared by the whole batch, and when
+events trickle in each is committed on its own without waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Store
@@ -82,6 +88,15 @@ async def audit_removal(s: AsyncSession, event: AppRemoved) -> None:
                    entity_type="workspace", entity_id=event.workspace_id, details={}))
 
 
+MAX_BATCH = 500  # events claimed in one transaction
+
+
+@dataclass
+class _Pending:
+    event: ChatEvent
+    done: asyncio.Future[bool]
+
+
 @dataclass
 class ChatEvents:
     store: Store
@@ -89,6 +104,8 @@ class ChatEvents:
     received: int = 0
     duplicates: int = 0
     _listeners: dict[type, list[Listener]] = field(default_factory=dict)
+    _queue: list[_Pending] = field(default_factory=list)
+    _committer: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.subscribe(AppRemoved, audit_removal)
@@ -97,18 +114,84 @@ class ChatEvents:
         self._listeners.setdefault(kind, []).append(listener)
 
     async def receive(self, event: ChatEvent) -> bool:
-        """Process `event` once; False when it was processed before (a platform retry)."""
-        async with self.store.transaction() as s:
-            try:
-                async with s.begin_nested():  # the claim; on PostgreSQL a concurrent twin waits here
-                    await s.execute(insert(ProcessedEvent).values(platform=event.platform, event_id=event.event_id))
-            except IntegrityError:
-                log.info("duplicate event dropped", extra={"platform": event.platform, "event_id": event.event_id})
-                self._count(event, first=False)
-                return False
-            for listener in self._listeners.get(type(event), []):
-                await listener(s, event)
-        self._count(event, first=True)
+        """Process `event` once; False when it was processed before (a platform retry).
+
+        Returns after the commit; raises when the event could not be handled (nothing of it is
+        kept, so the platform's retry gets another chance).
+        """
+        pending = _Pending(event, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_queued())
+        first = await asyncio.shield(pending.done)  # a caller giving up must not cancel the batch
+        self._count(event, first=first)
+        return first
+
+    async def _commit_queued(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    outcomes = await self._commit(batch)
+                except Exception as exc:  # the whole transaction is gone: every event in it failed
+                    for pending in batch:
+                        pending.done.set_exception(exc)
+                    continue
+                except asyncio.CancelledError:  # shutting down: nothing of this batch was kept
+                    for pending in batch + self._queue:
+                        pending.done.cancel()
+                    self._queue.clear()
+                    raise
+                for pending, outcome in zip(batch, outcomes):
+                    if isinstance(outcome, BaseException):
+                        pending.done.set_exception(outcome)
+                    else:
+                        pending.done.set_result(outcome)
+        finally:
+            self._committer = None
+
+    async def _commit(self, batch: list[_Pending]) -> list[bool | BaseException]:
+        """Claim and handle `batch` in one transaction; one outcome per event, in order."""
+        keys = sorted({(p.event.platform, p.event.event_id) for p in batch})  # one lock order for all replicas
+        outcomes: list[bool | BaseException] = []
+        async with self.store.transaction(renames=False) as s:
+            claimed = await self._claim(s, keys)
+            handled: dict[tuple[str, str], bool | BaseException] = {}
+            for pending in batch:
+                key = (pending.event.platform, pending.event.event_id)
+                if key in handled:  # the same event twice in one batch: the copy shares the outcome
+                    outcome = handled[key]
+                    outcomes.append(False if outcome is True else outcome)
+                    continue
+                handled[key] = outcome = await self._handle(s, pending.event) if key in claimed else False
+                outcomes.append(outcome)
+        for pending, outcome in zip(batch, outcomes):
+            if outcome is False:
+                log.info("duplicate event dropped",
+                         extra={"platform": pending.event.platform, "event_id": pending.event.event_id})
+        return outcomes
+
+    async def _claim(self, s: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Insert the claims; the keys inserted now (the others were claimed before)."""
+        dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
+        rows = [{"platform": platform, "event_id": event_id} for platform, event_id in keys]
+        result = await s.execute(dialect.insert(ProcessedEvent).values(rows).on_conflict_do_nothing()
+                                 .returning(ProcessedEvent.platform, ProcessedEvent.event_id))
+        return {(platform, event_id) for platform, event_id in result}
+
+    async def _handle(self, s: AsyncSession, event: ChatEvent) -> bool | BaseException:
+        """Run the listeners; on failure undo their work and the claim, and return the error."""
+        listeners = self._listeners.get(type(event), [])
+        if not listeners:
+            return True
+        try:
+            async with s.begin_nested():
+                for listener in listeners:
+                    await listener(s, event)
+        except Exception as exc:
+            await s.execute(delete(ProcessedEvent).where(ProcessedEvent.platform == event.platform,
+                                                         ProcessedEvent.event_id == event.event_id))
+            return exc
         return True
 
     def _count(self, event: ChatEvent, *, first: bool) -> None:

@@ -3,6 +3,8 @@ signed requests, talking to the Slack stand-in through the real slack-sdk client
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import time
 from collections.abc import AsyncIterator
@@ -59,6 +61,12 @@ async def test_a_command_answers_ephemerally_with_blocks_a_fallback_and_a_share_
     assert [c.args["user"] for c in slack.called("users.info")] == [slack_id("rep_a")]
     await world.command("deal acme renewal")
     assert len(slack.called("users.info")) == 1
+
+
+async def test_a_burst_of_commands_from_a_new_user_looks_them_up_once(world: SlackWorld, slack: SlackStandIn) -> None:
+    answers = await asyncio.gather(*(world.command("deal acme renewal") for _ in range(8)))
+    assert all("ACME Renewal 2027" in answer["text"] for [answer] in answers)
+    assert len(slack.called("users.info")) == 1  # the other seven waited for the first lookup
 
 
 async def test_every_command_of_the_grammar_answers_over_slack(world: SlackWorld) -> None:

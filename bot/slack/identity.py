@@ -1,9 +1,11 @@
 """Who a Slack user is in the CRM: the Slack id remembered on the user row, else the verified
-profile email from ``users.info`` (then remembered). Answers are cached for a few minutes, so a
-burst of commands costs one lookup, and a user added to the CRM is recognised soon after."""
+profile email from ``users.info`` (then remembered). Answers are cached for a few minutes and
+concurrent lookups of one user share a single one, so a burst of commands costs one lookup, and
+a user added to the CRM is recognised soon after."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ class SlackIdentity:
         self.store = store
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, SlackUser]] = {}
+        self._looking: dict[str, asyncio.Future[SlackUser]] = {}
 
     async def actor(self, user_id: str) -> Actor:
         return (await self.user(user_id)).actor
@@ -39,18 +42,30 @@ class SlackIdentity:
         hit = self._cache.get(user_id)
         if hit and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
-        found = await self._look_up(user_id)
+        looking = self._looking.get(user_id)
+        if looking is None:
+            looking = self._looking[user_id] = asyncio.ensure_future(self._look_up(user_id))
+            looking.add_done_callback(lambda done: self._remember(user_id, done))
+        return await asyncio.shield(looking)  # one caller giving up must not cancel the others' lookup
+
+    def _remember(self, user_id: str, done: asyncio.Future[SlackUser]) -> None:
+        if self._looking.get(user_id) is not done:
+            return  # forgotten while it ran: its answer may be out of date
+        del self._looking[user_id]
+        if done.cancelled() or done.exception() is not None:
+            return  # not cached: the next command asks again
         if len(self._cache) >= MAX_ENTRIES:
             self._cache.clear()
-        self._cache[user_id] = (time.monotonic(), found)
-        return found
+        self._cache[user_id] = (time.monotonic(), done.result())
 
     def forget(self, user_id: str | None = None) -> None:
         """Drop cached answers (one user's, or all: the app was reinstalled, a profile changed)."""
         if user_id is None:
             self._cache.clear()
+            self._looking.clear()
         else:
             self._cache.pop(user_id, None)
+            self._looking.pop(user_id, None)
 
     async def _look_up(self, user_id: str) -> SlackUser:
         actor = await self.store.actor_for(slack_user_id=user_id)
