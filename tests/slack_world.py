@@ -52,11 +52,7 @@ class SlackWorld:
                       wait: bool = True) -> list[dict[str, Any]]:
         """Type ``/crm text``; returns what the bot posted to the command's response_url."""
         key = f"cmd{next(self._keys)}"
-        form = {"token": "legacy", "team_id": TEAM, "team_domain": "test", "channel_id": channel,
-                "channel_name": "general", "user_id": slack_id(who) if not who.startswith("U") else who,
-                "user_name": who, "command": "/crm", "text": text, "api_app_id": "A0APP",
-                "is_enterprise_install": "false", "response_url": self.slack.response_url(key),
-                "trigger_id": self.slack.new_trigger_id()}
+        form = self.command_form(text, who, channel, key)
         status, body = await self.post(urlencode(form), "application/x-www-form-urlencoded")
         assert status == 200, body
         self.last_ack = body
@@ -85,10 +81,21 @@ class SlackWorld:
         assert status == 200, body
         return key
 
+    def command_form(self, text: str, who: str, channel: str, key: str) -> dict[str, str]:
+        """The fields of a ``/crm text`` slash command whose answers go to response_url `key`."""
+        return {"token": "legacy", "team_id": TEAM, "team_domain": "test", "channel_id": channel,
+                "channel_name": "general", "user_id": slack_id(who) if not who.startswith("U") else who,
+                "user_name": who, "command": "/crm", "text": text, "api_app_id": "A0APP",
+                "is_enterprise_install": "false", "response_url": self.slack.response_url(key),
+                "trigger_id": self.slack.new_trigger_id()}
+
+    def event_callback(self, event: dict[str, Any], event_id: str) -> dict[str, Any]:
+        return {"token": "legacy", "team_id": TEAM, "api_app_id": "A0APP", "type": "event_callback",
+                "event_id": event_id, "event_time": int(time.time()), "event": event,
+                "authorizations": [{"team_id": TEAM, "user_id": self.slack.bot_user_id, "is_bot": True}]}
+
     async def event(self, event: dict[str, Any], event_id: str, *, retry: int | None = None) -> tuple[int, str]:
-        body = json.dumps({"token": "legacy", "team_id": TEAM, "api_app_id": "A0APP", "type": "event_callback",
-                           "event_id": event_id, "event_time": int(time.time()), "event": event,
-                           "authorizations": [{"team_id": TEAM, "user_id": self.slack.bot_user_id, "is_bot": True}]})
+        body = json.dumps(self.event_callback(event, event_id))
         headers = {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"} if retry else None
         return await self.post(body, "application/json", headers=headers)
 

@@ -351,6 +351,34 @@ async def test_socket_mode_takes_no_http_route(store: Store, slack: SlackStandIn
     assert "/slack/events" in {r.resource.canonical for r in http.router.routes() if r.resource is not None}
 
 
+async def test_socket_mode_serves_commands_and_events_over_the_websocket(
+        store: Store, org: Org, slack: SlackStandIn) -> None:
+    app = create_app(store, load_settings(slack_bot_token=TOKEN, slack_app_token=slack.app_token,
+                                          slack_api_url=slack.api_url))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        await slack.wait_socket()
+        world = SlackWorld(client, slack)
+        command = await slack.socket_send("slash_commands", world.command_form("deal acme renewal", "rep_a",
+                                                                                "C0GENERAL", "sock1"))
+        [answer] = await world.wait_for(lambda: slack.responses.get("sock1"))
+        assert "ACME Renewal 2027" in answer["text"] and answer["response_type"] == "ephemeral"
+        assert command in slack.socket_acks  # acknowledged on the socket, as Slack requires within 3 s
+
+        body = world.event_callback(message("Socket hello", "URITA", "1700000100.000100"), "EvSock1")
+        sent = [await slack.socket_send("events_api", body), await slack.socket_send("events_api", body, retry_attempt=1)]
+        await world.wait_for(lambda: all(e in slack.socket_acks for e in sent))
+        events = app[SLACK].events
+        assert (events.received, events.duplicates) == (1, 1)
+        async with store.session() as s:
+            assert list((await s.execute(select(ProcessedEvent.event_id))).scalars()) == ["EvSock1"]
+        assert slack.called("apps.connections.open")[0].ok  # with the app-level token, not the bot token
+    finally:
+        await client.close()
+    assert slack.sockets_open == 0  # shutting down closed the connection
+
+
 async def test_a_form_failing_on_our_side_stays_open_with_a_reference(
         world: SlackWorld, slack: SlackStandIn, store: Store, org: Org) -> None:
     view = await open_form(world, slack, "Log decision")

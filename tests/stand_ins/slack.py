@@ -4,6 +4,9 @@ It keeps state (users, channels, messages, views, files) and enforces Slack's do
 channel name rules and ``name_taken``, membership (``not_in_channel``, ``already_in_channel``),
 archived channels, Block Kit limits, single-use trigger ids, response_url use limits, auth, and
 rate limits answered with HTTP 429 + ``Retry-After``. A bug that Slack would refuse fails the test.
+It also speaks Socket Mode: ``apps.connections.open`` (app-level token only) hands out a
+WebSocket URL, which greets with ``hello``; `socket_send` pushes an envelope and `socket_acks`
+records the app's acknowledgement of each.
 Only Slack is replaced; Dealbot's own code runs for real.
 """
 
@@ -16,6 +19,7 @@ import itertools
 import json
 import re
 import secrets
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -275,12 +279,14 @@ class SlackStandIn:
         self,
         *,
         bot_token: str = "xoxb-test",
+        app_token: str = "xapp-1-test",
         team_id: str = "T0TEST",
         bot_user_id: str = "U0BOT",
         rate_limits: dict[str, int] | None = None,
         retry_after_s: int = 1,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = "B0BOT"
@@ -309,8 +315,12 @@ class SlackStandIn:
         self._last_ts_us = 0
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        self._tickets: set[str] = set()
+        self.socket_acks: dict[str, dict[str, Any]] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
             "conversations.create": self._conversations_create,
@@ -347,6 +357,7 @@ class SlackStandIn:
         app.router.add_route("*", "/api/{method}", self._on_api)
         app.router.add_post("/response/{key}", self._on_response_url)
         app.router.add_route("*", "/upload/{file_id}", self._on_upload)
+        app.router.add_get("/socket", self._on_socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -354,6 +365,8 @@ class SlackStandIn:
         self._base_url = f"http://127.0.0.1:{port}"
 
     async def close(self) -> None:
+        for socket in list(self._sockets):
+            await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -492,7 +505,9 @@ class SlackStandIn:
             raise _Refusal("not_authed")
         if self._auth_error is not None:
             raise _Refusal(self._auth_error)
-        if token != self.bot_token:
+        if (method == "apps.connections.open") != token.startswith("xapp-"):
+            raise _Refusal("not_allowed_token_type")
+        if token not in (self.bot_token, self.app_token):
             raise _Refusal("invalid_auth")
         self._admit(method)
         queued = self._failures.get(method)
@@ -623,6 +638,55 @@ class SlackStandIn:
         return out
 
     # -- auth and users -------------------------------------------------------------------------
+
+    # -- Socket Mode ------------------------------------------------------------------------------
+
+    def _apps_connections_open(self, _args: dict[str, Any]) -> dict[str, Any]:
+        ticket = secrets.token_hex(8)
+        self._tickets.add(ticket)
+        return {"url": f"{self.base_url.replace('http://', 'ws://')}/socket?ticket={ticket}"}
+
+    async def _on_socket(self, request: web.Request) -> web.StreamResponse:
+        """One Socket Mode connection: a single-use ticket, ``hello``, then acks read until closed."""
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            raise web.HTTPUnauthorized(text="unknown or used ticket")
+        self._tickets.discard(ticket)
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        await socket.send_json({"type": "hello", "num_connections": len(self._sockets) + 1,
+                                "connection_info": {"app_id": self.app_id}, "debug_info": {"host": "standin"}})
+        self._sockets.append(socket)
+        try:
+            async for frame in socket:
+                if frame.type.name == "TEXT":
+                    ack = json.loads(frame.data)
+                    self.socket_acks.setdefault(str(ack.get("envelope_id")), ack)
+        finally:
+            self._sockets.remove(socket)
+        return socket
+
+    @property
+    def sockets_open(self) -> int:
+        return len(self._sockets)
+
+    async def wait_socket(self, timeout_s: float = 10.0) -> None:
+        """Wait until the app holds a Socket Mode connection."""
+        deadline = time.monotonic() + timeout_s
+        while not self._sockets:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no Socket Mode connection")
+            await asyncio.sleep(0.02)
+
+    async def socket_send(self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
+        """Push an envelope (``slash_commands``, ``interactive``, ``events_api``) to the app."""
+        envelope_id = f"env-{next(self._counter)}"
+        await self._sockets[-1].send_json({
+            "envelope_id": envelope_id, "type": kind, "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+            **({"retry_attempt": retry_attempt, "retry_reason": "timeout"} if kind == "events_api" else {}),
+        })
+        return envelope_id
 
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": f"{PERMALINK_HOST}/", "team": "Stand-in", "user": self.users[self.bot_user_id]["name"],
