@@ -18,7 +18,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import text
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from bot import api
+from bot.housekeeping import create_scheduler
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
 from bot.settings import Settings
 from crm_store import Store
@@ -29,6 +32,7 @@ from handlers.dispatch import Dispatcher
 
 log = logging.getLogger("dealbot.server")
 SLACK = web.AppKey("slack", SlackAdapter)
+SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 HEALTH_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
@@ -97,6 +101,13 @@ async def _outbox_worker(app: web.Application) -> AsyncIterator[None]:
     await outbox.stop(drain_timeout_s=OUTBOX_DRAIN_TIMEOUT_S)
 
 
+async def _scheduler_lifetime(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[SCHEDULER]
+    scheduler.start()
+    yield
+    scheduler.shutdown(wait=False)
+
+
 async def _slack_lifetime(app: web.Application) -> AsyncIterator[None]:
     """Socket Mode connects once the app runs; on shutdown, answers still being worked on finish."""
     slack = app[SLACK]
@@ -118,17 +129,21 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     async def count_change(event: OpportunityChanged) -> None:
         metrics.events.labels(source="sync").inc()
 
+    def count_event(event: ChatEvent, first: bool) -> None:
+        metrics.events.labels(source=event.platform if first else f"{event.platform}-duplicate").inc()
+
     store.changes.subscribe(count_change)
     if outbox:
         app.cleanup_ctx.append(_outbox_worker)
+    events: ChatEvents | None = None
     if settings.slack_enabled:
-        def count_event(event: ChatEvent, first: bool) -> None:
-            metrics.events.labels(source=event.platform if first else f"{event.platform}-duplicate").inc()
-
-        app[SLACK] = slack = SlackAdapter(store, settings, Dispatcher(store), ChatEvents(store, count_event))
+        events = ChatEvents(store, count_event)
+        app[SLACK] = slack = SlackAdapter(store, settings, Dispatcher(store), events)
         app.cleanup_ctx.append(_slack_lifetime)
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", slack.handle)
+    app[SCHEDULER] = create_scheduler(events)
+    app.cleanup_ctx.append(_scheduler_lifetime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     api.add_routes(app)

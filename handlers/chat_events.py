@@ -18,15 +18,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Store
-from crm_store.models import AuditLog, ProcessedEvent
+from crm_store.models import AuditLog, ProcessedEvent, utcnow
 
 log = logging.getLogger("dealbot.chat_events")
 
@@ -89,6 +89,9 @@ async def audit_removal(s: AsyncSession, event: AppRemoved) -> None:
 
 
 MAX_BATCH = 500  # events claimed in one transaction
+# Claims are kept well past the platforms' retry windows (Slack retries for about 5 minutes).
+KEEP_CLAIMS = timedelta(hours=24)
+PURGE_CHUNK = 5_000  # rows per delete, so event claims never wait long behind a purge
 
 
 @dataclass
@@ -193,6 +196,18 @@ class ChatEvents:
                                                          ProcessedEvent.event_id == event.event_id))
             return exc
         return True
+
+    async def purge(self, keep: timedelta = KEEP_CLAIMS) -> int:
+        """Forget claims older than `keep` (a retry that late is not coming); rows deleted."""
+        before, deleted = utcnow() - keep, 0
+        while True:
+            async with self.store.transaction(renames=False) as s:
+                old = select(ProcessedEvent.id).where(ProcessedEvent.processed_at < before).limit(PURGE_CHUNK)
+                result = await s.execute(delete(ProcessedEvent).where(ProcessedEvent.id.in_(old.scalar_subquery())))
+            count = result.rowcount or 0  # type: ignore[attr-defined]
+            deleted += count
+            if count < PURGE_CHUNK:
+                return deleted
 
     def _count(self, event: ChatEvent, *, first: bool) -> None:
         if first:

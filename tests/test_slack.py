@@ -7,6 +7,7 @@ import asyncio
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,11 +15,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from bot.server import SLACK, create_app
+from bot.housekeeping import PURGE_JOB
+from bot.server import SCHEDULER, SLACK, create_app
 from bot.settings import load_settings
 from crm_store import Store
 from crm_store.models import AuditLog, DealRoom, ProcessedEvent, TimelineEntry
 from handlers import texts
+from handlers.chat_events import KEEP_CLAIMS
 from tests.org import Org
 from tests.slack_world import SECRET, TOKEN, SlackWorld, button, buttons, seed_people, slack_id
 from tests.stand_ins.slack import SlackStandIn
@@ -285,6 +288,25 @@ async def test_a_retry_after_a_restart_is_still_dropped(store: Store, org: Org, 
     finally:
         await second.close()
     assert seen == []
+
+
+async def test_the_server_forgets_event_ids_once_slack_can_no_longer_retry(
+        world: SlackWorld, store: Store) -> None:
+    long_ago = datetime.now(timezone.utc) - KEEP_CLAIMS - timedelta(hours=1)
+    async with store.transaction() as s:
+        s.add(ProcessedEvent(platform="slack", event_id="EvAncient", processed_at=long_ago))
+    assert (await world.event(message("Fresh", "URITA", "1700000200.000100"), "EvFresh"))[0] == 200
+    job = world.client.server.app[SCHEDULER].get_job(PURGE_JOB)
+    job.modify(next_run_time=datetime.now(timezone.utc))  # due now instead of in a minute
+
+    async def claimed() -> set[str]:
+        async with store.session() as s:
+            return set((await s.execute(select(ProcessedEvent.event_id))).scalars())
+
+    deadline = time.monotonic() + 10
+    while await claimed() != {"EvFresh"}:
+        assert time.monotonic() < deadline, await claimed()
+        await asyncio.sleep(0.05)
 
 
 async def test_uninstalling_the_app_is_audited(world: SlackWorld, store: Store) -> None:

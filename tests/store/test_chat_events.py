@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Store
 from crm_store.models import AuditLog, ProcessedEvent
-from handlers.chat_events import ChatEvents, ChatMessage
+from handlers.chat_events import KEEP_CLAIMS, ChatEvents, ChatMessage
 
 SENT = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
@@ -85,3 +85,17 @@ async def test_a_lone_event_is_committed_without_waiting_for_company(store: Stor
     events = ChatEvents(store)
     results = await asyncio.wait_for(asyncio.gather(*(events.receive(message(42)) for _ in range(copies))), 5)
     assert sorted(results) == [False] * (copies - 1) + [True]
+
+
+async def test_claims_are_forgotten_after_a_day_in_chunks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("handlers.chat_events.PURGE_CHUNK", 3)  # several deletes for 7 old rows
+    events = ChatEvents(store)
+    long_ago = datetime.now(timezone.utc) - KEEP_CLAIMS - timedelta(minutes=1)
+    async with store.transaction() as s:
+        s.add_all(ProcessedEvent(platform="slack", event_id=f"EvOld{n}", processed_at=long_ago) for n in range(7))
+    await events.receive(message(1))
+
+    assert await events.purge() == 7
+    async with store.session() as s:
+        assert list((await s.execute(select(ProcessedEvent.event_id))).scalars()) == ["Ev00001"]
+    assert await events.receive(message(1)) is False  # a recent claim still stops a retry

@@ -1,0 +1,39 @@
+"""Periodic upkeep inside `dealbot serve`, on APScheduler's asyncio scheduler.
+
+Every replica runs the same jobs; each is harmless to run twice (a purge deletes what is
+already gone), so no coordination is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from handlers.chat_events import ChatEvents
+
+log = logging.getLogger("dealbot.housekeeping")
+PURGE_EVERY = timedelta(minutes=10)
+FIRST_PURGE_AFTER = timedelta(minutes=1)  # not in the middle of start-up
+PURGE_JOB = "forget-processed-events"
+
+
+async def forget_processed_events(events: ChatEvents) -> None:
+    try:
+        deleted = await events.purge()
+    except Exception:  # the next run tries again; nothing is lost by waiting
+        log.exception("purging processed event ids failed")
+        return
+    if deleted:
+        log.info("forgot old processed event ids", extra={"rows": deleted})
+
+
+def create_scheduler(events: ChatEvents | None) -> AsyncIOScheduler:
+    """The scheduler with the upkeep jobs; started and stopped with the server."""
+    scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    if events is not None:
+        scheduler.add_job(forget_processed_events, "interval", args=[events], id=PURGE_JOB,
+                          seconds=PURGE_EVERY.total_seconds(), coalesce=True, max_instances=1,
+                          next_run_time=datetime.now(timezone.utc) + FIRST_PURGE_AFTER)
+    return scheduler
