@@ -11,12 +11,15 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from deal_rooms.rooms import DealRooms
 from handlers.chat_events import ChatEvents
 
 log = logging.getLogger("dealbot.housekeeping")
 PURGE_EVERY = timedelta(minutes=10)
 FIRST_PURGE_AFTER = timedelta(minutes=1)  # not in the middle of start-up
 PURGE_JOB = "forget-processed-events"
+SWEEP_EVERY = timedelta(minutes=15)
+SWEEP_JOB = "reconcile-deal-rooms-{platform}"
 
 
 async def forget_processed_events(events: ChatEvents) -> None:
@@ -29,9 +32,24 @@ async def forget_processed_events(events: ChatEvents) -> None:
         log.info("forgot old processed event ids", extra={"rows": deleted})
 
 
-def create_scheduler(events: ChatEvents | None) -> AsyncIOScheduler:
+async def reconcile_rooms(rooms: DealRooms) -> None:
+    """The safety net under the change events: whatever a lost event left behind is caught up."""
+    try:
+        looked_at = await rooms.sweep()
+    except Exception:
+        log.exception("reconciling deal rooms failed", extra={"platform": rooms.platform})
+        return
+    log.info("deal rooms reconciled", extra={"platform": rooms.platform, "deals": looked_at})
+
+
+def create_scheduler(events: ChatEvents | None, rooms: list[DealRooms]) -> AsyncIOScheduler:
     """The scheduler with the upkeep jobs; started and stopped with the server."""
     scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    for platform_rooms in rooms:
+        scheduler.add_job(reconcile_rooms, "interval", args=[platform_rooms],
+                          id=SWEEP_JOB.format(platform=platform_rooms.platform),
+                          seconds=SWEEP_EVERY.total_seconds(), coalesce=True, max_instances=1,
+                          next_run_time=datetime.now(timezone.utc) + FIRST_PURGE_AFTER)
     if events is not None:
         scheduler.add_job(forget_processed_events, "interval", args=[events], id=PURGE_JOB,
                           seconds=PURGE_EVERY.total_seconds(), coalesce=True, max_instances=1,

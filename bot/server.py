@@ -23,16 +23,20 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import api
 from bot.housekeeping import create_scheduler
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
-from bot.settings import Settings
+from bot.settings import Settings, room_settings
+from bot.slack.rooms import SlackRooms
 from crm_store import Store
 from bot.slack.app import SlackAdapter
 from crm_store.events import OpportunityChanged
+from deal_rooms.rooms import DealRooms
 from handlers.chat_events import ChatEvent, ChatEvents
 from handlers.dispatch import Dispatcher
+from handlers.rooms import RoomTexts
 
 log = logging.getLogger("dealbot.server")
 SLACK = web.AppKey("slack", SlackAdapter)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
+ROOMS = web.AppKey("rooms", list[DealRooms])  # one per chat platform
 HEALTH_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 30.0
 CLOSE_TIMEOUT_S = 10.0
@@ -136,13 +140,15 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     if outbox:
         app.cleanup_ctx.append(_outbox_worker)
     events: ChatEvents | None = None
+    app[ROOMS] = rooms = []
     if settings.slack_enabled:
         events = ChatEvents(store, count_event)
         app[SLACK] = slack = SlackAdapter(store, settings, Dispatcher(store), events)
         app.cleanup_ctx.append(_slack_lifetime)
+        rooms.append(DealRooms(store, SlackRooms(slack.client), RoomTexts(store), room_settings(settings)))
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", slack.handle)
-    app[SCHEDULER] = create_scheduler(events)
+    app[SCHEDULER] = create_scheduler(events, rooms)
     app.cleanup_ctx.append(_scheduler_lifetime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)

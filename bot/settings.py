@@ -6,12 +6,16 @@ server refuses to start rather than failing on the first request.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from deal_rooms.policy import RoomPolicy
+from deal_rooms.rooms import RoomSettings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dealbot.db"
 
@@ -37,6 +41,11 @@ class Settings(BaseSettings):
     deal_room_min_amount: Decimal = Field(default=Decimal(100_000), ge=0)
     deal_room_stages: Annotated[list[str], NoDecode] = Field(default_factory=list)
     deal_room_private: bool = True
+    deal_room_min_amounts: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
+    deal_room_name_template: str = "deal-{account}-{deal}"
+    deal_room_invite_manager: bool = False
+    deal_room_archive_delay_hours: float = Field(default=24.0, ge=0)
+    deal_room_update_group_seconds: float = Field(default=5.0, gt=0)
     dealbot_api_token: SecretStr | None = None
     digest_default_tz: str = "UTC"
     digest_stale_days: int = Field(default=14, ge=1)
@@ -61,6 +70,31 @@ class Settings(BaseSettings):
     def _split_stages(cls, value: object) -> object:
         if isinstance(value, str):
             return [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @field_validator("deal_room_min_amounts", mode="before")
+    @classmethod
+    def _split_amounts(cls, value: object) -> object:
+        """``EUR=90000,GBP=80000``: a threshold per currency."""
+        if not isinstance(value, str):
+            return value
+        table: dict[str, str] = {}
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            currency, sep, amount = part.partition("=")
+            if not sep or len(currency.strip()) != 3:
+                raise ValueError(f"expected CURRENCY=AMOUNT pairs such as EUR=90000,GBP=80000; got {part!r}")
+            table[currency.strip().upper()] = amount.strip()
+        return table
+
+    @field_validator("deal_room_name_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(account="a", deal="d")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("use {account} and {deal} only, e.g. deal-{account}-{deal}") from None
+        if "{deal}" not in value:
+            raise ValueError("the template must contain {deal}, e.g. deal-{account}-{deal}")
         return value
 
     @field_validator("digest_default_tz")
@@ -100,3 +134,14 @@ def load_settings(**overrides: object) -> Settings:
             message = e["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {message}")
         raise SettingsError("Dealbot's configuration is not valid:\n  " + "\n  ".join(problems)) from None
+
+
+def room_settings(settings: Settings) -> RoomSettings:
+    """The deal-room part of the settings, as `deal_rooms` takes it."""
+    return RoomSettings(
+        policy=RoomPolicy.of(settings.deal_room_min_amount, settings.deal_room_min_amounts, settings.deal_room_stages),
+        template=settings.deal_room_name_template, private=settings.deal_room_private,
+        invite_manager=settings.deal_room_invite_manager,
+        archive_delay=timedelta(hours=settings.deal_room_archive_delay_hours),
+        group_window=timedelta(seconds=settings.deal_room_update_group_seconds),
+    )

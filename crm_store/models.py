@@ -224,11 +224,17 @@ class DealRoom(Base):
     platform: Mapped[str] = mapped_column(String(16))
     channel_id: Mapped[str | None] = mapped_column(String(128))
     channel_name: Mapped[str | None] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="claimed")
+    # claimed -> creating -> active -> closed (archive scheduled) -> archived; "left" when people
+    # archived it by hand (respected), "cancelled" when the deal closed before the channel existed.
+    status: Mapped[str] = mapped_column(String(16), default="claimed", index=True)
     pinned_message_ref: Mapped[str | None] = mapped_column(String(128))
     conversation_ref: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     archived_at: Mapped[datetime | None]
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # /crm room, by hand
+    renamed_by_hand: Mapped[bool] = mapped_column(default=False)
+    announced_through: Mapped[int | None]  # the last timeline entry id posted into the room
+    listed_absent: Mapped[list[int]] = mapped_column(JSON, default=list)  # people said to be off-platform
 
     opportunity: Mapped[Opportunity] = relationship()
 

@@ -74,13 +74,18 @@ class Outbox:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._local: deque[Claimed] = deque()  # rows written here, leased to this worker already
+        self._soonest: datetime | None = None  # when a row known to be waiting falls due
 
     def register(self, platform: str, operation: str, handler: Handler) -> None:
         self._handlers[(platform, operation)] = handler
 
-    def wake(self) -> None:
-        """New rows were committed: look now rather than at the next poll."""
-        self._wake.set()
+    def wake(self, at: datetime | None = None) -> None:
+        """New rows were committed: look now (or at `at`, when they fall due) rather than at the
+        next poll."""
+        if at is None or at <= utcnow():
+            self._wake.set()
+        elif self._soonest is None or at < self._soonest:
+            self._soonest = at
 
     @property
     def running(self) -> bool:
@@ -134,9 +139,18 @@ class Outbox:
             if worked or self._stopping:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await asyncio.wait_for(self._wake.wait(), self._idle_s())
             except TimeoutError:
                 pass
+
+    def _idle_s(self) -> float:
+        """How long to wait for a wake: the poll interval, or less when a row falls due sooner."""
+        if self._soonest is None:
+            return self.poll_s
+        until = (self._soonest - utcnow()).total_seconds()
+        if until <= self.poll_s:
+            self._soonest = None  # this wait covers it
+        return max(0.0, min(self.poll_s, until))
 
     async def run_once(self) -> int:
         """Work one batch: rows handed over, else due rows claimed; the number of rows worked."""

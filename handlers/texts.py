@@ -55,3 +55,9 @@ SHARE_CANNOT_SEE_MEMBERS = "I cannot see who is in this channel, so I cannot che
 SHARE_REFUSED = "Not shared: {people} may not see this deal in the CRM, and a card posted here belongs to everyone who can read the channel."
 NOT_AUTHORIZED = "Dealbot is not installed correctly in this workspace (its token was refused). Ask your Slack admin to reinstall the app."
 TOKEN_INVALID = "Dealbot's Slack token was refused, so I could not finish that. Ask your Slack admin to reinstall the app."
+
+ROOM_TOPIC = "{amount} · {stage} · closes {close} · owner {owner}"
+ROOM_UPDATES = "What changed on {deal}:"
+ROOM_ABSENT = "On the deal team but not on {platform} (so not invited): {people}."
+ROOM_CLOSING = "{deal} was {outcome}. Final amount {amount}; open for {days}; {decisions} logged. This room will be archived."
+ROOM_PLATFORM_NAMES = {"slack": "Slack", "teams": "Teams", "shell": "this chat"}

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crm_store.migrate import head_revision
+
 DEALBOT = [sys.executable, "-c", "from bot.cli import app; app()"]
 
 
@@ -52,9 +54,9 @@ def test_db_upgrade_creates_and_then_keeps_the_schema(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"}
     first = run(["db", "upgrade"], env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "Database at revision 0001 (was empty)" in first.stdout
+    assert f"Database at revision {head_revision()} (was empty)" in first.stdout
     again = run(["db", "upgrade"], env=env, cwd=tmp_path)
-    assert again.stdout.strip() == "Database at revision 0001"
+    assert again.stdout.strip() == f"Database at revision {head_revision()}"
 
 
 def test_shell_on_the_configured_database_migrates_it_on_first_start(tmp_path: Path) -> None:

@@ -20,6 +20,17 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "chat.postEphemeral": {"chat:write"},
     "chat.getPermalink": set(),
     "conversations.members": {"channels:read", "groups:read", "im:read", "mpim:read"},  # one per channel type
+    "conversations.list": {"channels:read", "groups:read"},
+    "conversations.info": {"channels:read", "groups:read"},
+    "conversations.create": {"channels:manage", "groups:write"},  # public and private rooms
+    "conversations.invite": {"channels:manage", "groups:write"},
+    "conversations.setTopic": {"channels:manage", "groups:write"},
+    "conversations.rename": {"channels:manage", "groups:write"},
+    "conversations.archive": {"channels:manage", "groups:write"},
+    "conversations.unarchive": {"channels:manage", "groups:write"},
+    "chat.update": {"chat:write"},
+    "pins.add": {"pins:write"},
+    "users.lookupByEmail": {"users:read.email"},
     "users.info": {"users:read", "users:read.email"},  # the email is how a Slack user maps to the CRM
     "views.open": set(),
 }

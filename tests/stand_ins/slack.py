@@ -325,6 +325,7 @@ class SlackStandIn:
             "users.lookupByEmail": self._users_lookup_by_email,
             "conversations.create": self._conversations_create,
             "conversations.info": self._conversations_info,
+            "conversations.list": self._conversations_list,
             "conversations.members": self._conversations_members,
             "conversations.invite": self._conversations_invite,
             "conversations.kick": self._conversations_kick,
@@ -720,6 +721,25 @@ class SlackStandIn:
 
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._channel_json(self._channel(args))}
+
+    def _conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Public channels, and private ones the bot is in; paged (Slack's limit: 1,000)."""
+        kinds = {k.strip() for k in str(args.get("types") or "public_channel").split(",")}
+        hide_archived = _flag(args.get("exclude_archived", False))
+        try:
+            limit = min(max(int(args.get("limit") or 100), 1), 1000)
+            cursor = str(args.get("cursor") or "")
+            offset = int(base64.b64decode(cursor).decode().removeprefix("offset:")) if cursor else 0
+        except ValueError:
+            raise _Refusal("invalid_cursor") from None
+        seen = [c for c in sorted(self.channels.values(), key=lambda c: c.id) if not c.is_im
+                and ("private_channel" if c.is_private else "public_channel") in kinds
+                and (not c.is_private or self.bot_user_id in c.members)
+                and not (hide_archived and c.is_archived)]
+        end = offset + limit
+        next_cursor = base64.b64encode(f"offset:{end}".encode()).decode() if end < len(seen) else ""
+        return {"channels": [self._channel_json(c) for c in seen[offset:end]],
+                "response_metadata": {"next_cursor": next_cursor}}
 
     def _conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args)

@@ -1,0 +1,53 @@
+"""What Dealbot says in a deal room: the pinned card, the topic, updates and the closing summary.
+
+Implements `deal_rooms.rooms.RoomMessages`; the texts live in `handlers.texts`. The card is the
+deal card of `/crm deal`, seen as the deal's owner sees it: everyone in the room is on the deal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from crm_store import Actor, Store
+from crm_store.models import Opportunity, TimelineEntry, User, utcnow
+from handlers import texts
+from handlers.format import day, join_names, money, timeline_line
+from handlers.invocation import Context, Invocation
+from handlers.lookup import deal_card
+from handlers.reply import Item, Reply, Section
+
+
+class RoomTexts:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def card(self, opportunity: Opportunity) -> Reply:
+        owner = opportunity.owner
+        as_owner = Actor(owner.id, owner.name, owner.email, owner.role, owner.time_zone)
+        reply = await deal_card(Context(self.store, Invocation("", as_owner, platform="room")), opportunity)
+        reply.ephemeral = False
+        return reply
+
+    def topic(self, opportunity: Opportunity) -> str:
+        return texts.ROOM_TOPIC.format(amount=money(opportunity.amount, opportunity.currency, compact=True),
+                                       stage=opportunity.stage, close=day(opportunity.close_date),
+                                       owner=opportunity.owner.name)
+
+    def updates(self, opportunity: Opportunity, entries: Sequence[TimelineEntry]) -> Reply:
+        items = [Item(*timeline_line(entry, 200)) for entry in entries]
+        return Reply(text=texts.ROOM_UPDATES.format(deal=opportunity.name), sections=[Section(items=items)],
+                     ephemeral=False, reveals=(opportunity.id,))
+
+    def absent(self, people: Sequence[User], platform: str) -> Reply:
+        names = [f"{p.name} ({p.email})" for p in people]
+        return Reply(text=texts.ROOM_ABSENT.format(platform=texts.ROOM_PLATFORM_NAMES.get(platform, platform),
+                                                   people=join_names(names, limit=20)), ephemeral=False)
+
+    def closing(self, opportunity: Opportunity, opened_at: datetime, decisions: int) -> Reply:
+        days = max(0, (utcnow() - opened_at).days)
+        return Reply(text=texts.ROOM_CLOSING.format(
+            deal=opportunity.name, outcome=opportunity.status, amount=money(opportunity.amount, opportunity.currency),
+            days=f"{days} day{'s' if days != 1 else ''}",
+            decisions=f"{decisions} decision{'s' if decisions != 1 else ''}"), ephemeral=False,
+            reveals=(opportunity.id,))

@@ -1,0 +1,177 @@
+"""Deal rooms end to end: deals pushed through the REST API, the real server's outbox worker,
+the Slack port over slack-sdk, and the Slack stand-in keeping the channels."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from bot.server import ROOMS, create_app
+from bot.settings import load_settings
+from crm_store import Store
+from crm_store.models import DealRoom
+from tests.org import Org
+from tests.slack_world import SECRET, TOKEN, seed_people, slack_id
+from tests.stand_ins.slack import Channel, SlackStandIn
+
+API = "rooms-test-token"
+SOURCE_TIME = iter(f"2026-11-{d:02d}T10:00:00Z" for d in range(1, 29))
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackStandIn]:
+    async with SlackStandIn(bot_token=TOKEN) as stand_in:
+        seed_people(stand_in)
+        yield stand_in
+
+
+class Rooms:
+    """The server and the stand-in, with helpers to change deals and wait for the rooms."""
+
+    def __init__(self, client: TestClient, slack: SlackStandIn, store: Store) -> None:
+        self.client, self.slack, self.store = client, slack, store
+        self._clock = 0
+
+    async def put_deal(self, key: str, **fields: Any) -> None:
+        self._clock += 1
+        body = {"name": "ACME Renewal 2027", "account_external_id": "A-acme", "amount": "250000",
+                "currency": "USD", "stage": "Negotiation", "close_date": "2026-12-31",
+                "owner_email": Org.email("rep_a"), "team_emails": [Org.email("se")],
+                "source_updated_at": f"2026-11-20T10:{self._clock // 60:02d}:{self._clock % 60:02d}Z", **fields}
+        async with self.client.put(f"/api/v1/opportunities/{key}", json=body,
+                                   headers={"Authorization": f"Bearer {API}"}) as response:
+            assert response.status in (200, 201), await response.text()
+
+    async def wait_for(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            assert time.monotonic() < deadline, "timed out waiting for the deal room"
+            await asyncio.sleep(0.02)
+
+    def rooms(self) -> list[Channel]:
+        return [c for c in self.slack.channels.values() if c.creator == self.slack.bot_user_id and not c.is_im]
+
+    def room(self, name_part: str) -> Channel | None:
+        return next((c for c in self.rooms() if name_part in c.name), None)
+
+    def pinned(self, channel: Channel) -> list[Any]:
+        return [m for m in self.slack.messages.get(channel.id, []) if m.pinned]
+
+    async def settled(self) -> None:
+        """Wait until the outbox has nothing left that is due (the rooms are up to date)."""
+        from crm_store.models import OutboxItem, utcnow
+        async def busy() -> bool:
+            async with self.store.session() as s:
+                rows = (await s.execute(select(OutboxItem.id).where(
+                    OutboxItem.status == "pending", OutboxItem.platform == "slack",
+                    OutboxItem.next_attempt_at <= utcnow()).limit(1))).first()
+            return rows is not None
+        deadline = time.monotonic() + 10
+        while await busy():
+            assert time.monotonic() < deadline, "the outbox did not settle"
+            await asyncio.sleep(0.05)
+
+
+async def start(store: Store, slack: SlackStandIn, **settings: Any) -> TestClient:
+    settings.setdefault("deal_room_update_group_seconds", 0.2)
+    app = create_app(store, load_settings(slack_bot_token=TOKEN, slack_signing_secret=SECRET,
+                                          slack_api_url=slack.api_url, dealbot_api_token=API, **settings))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def rooms(store: Store, org: Org, slack: SlackStandIn) -> AsyncIterator[Rooms]:
+    client = await start(store, slack)
+    try:
+        yield Rooms(client, slack, store)
+    finally:
+        await client.close()
+
+
+async def test_a_qualifying_new_deal_gets_a_private_staffed_room_with_a_pinned_card(rooms: Rooms) -> None:
+    await rooms.put_deal("O-new-big")
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme-renewal-2027"))
+    await rooms.wait_for(lambda: rooms.pinned(channel))
+    assert channel.name == "deal-acme-renewal-2027" and channel.is_private
+    await rooms.wait_for(lambda: {slack_id("rep_a"), slack_id("se")} <= channel.members)
+    [card] = rooms.pinned(channel)
+    assert "ACME Renewal 2027" in card.text and "Rita Rep" in card.text
+    labels = [e["text"]["text"] for b in card.blocks or [] if b["type"] == "actions" for e in b["elements"]]
+    assert labels == ["Log decision", "Log note", "Open timeline"]
+    assert "$250k" in channel.topic and "Negotiation" in channel.topic and "Rita Rep" in channel.topic
+    assert len(rooms.rooms()) == 1
+
+
+async def test_deals_below_the_threshold_or_at_other_stages_get_no_room(
+        store: Store, org: Org, slack: SlackStandIn) -> None:
+    client = await start(store, slack, deal_room_stages="Negotiation,Commit", deal_room_min_amounts="EUR=50000")
+    try:
+        world = Rooms(client, slack, store)
+        await world.put_deal("O-small", name="Small Deal", amount="99999")
+        await world.put_deal("O-early", name="Early Deal", stage="Discovery")
+        await world.put_deal("O-euro", name="Euro Deal", amount="60000", currency="EUR")
+        await world.wait_for(lambda: world.room("euro-deal"))
+        await world.settled()
+        assert [c.name for c in world.rooms()] == ["deal-acme-euro-deal"]
+        await world.put_deal("O-small", name="Small Deal", amount="150000")  # grew past the threshold
+        await world.put_deal("O-early", name="Early Deal", stage="Commit")  # moved into a chosen stage
+        await world.wait_for(lambda: len(world.rooms()) == 3)
+    finally:
+        await client.close()
+
+
+async def test_a_taken_name_gets_a_short_suffix_and_odd_names_stay_valid(rooms: Rooms) -> None:
+    rooms.slack.add_channel("deal-acme-renewal-2027", {slack_id("rep_b")})  # someone else's channel
+    await rooms.put_deal("O-taken")
+    await rooms.put_deal("O-odd", name="Ünïcödé 🚀 Expansion ✨ " + "very long words " * 10)
+    taken = await rooms.wait_for(lambda: rooms.room("deal-acme-renewal-2027-"))
+    odd = await rooms.wait_for(lambda: rooms.room("unicode-expansion"))
+    assert taken.name.startswith("deal-acme-renewal-2027-") and len(taken.name) <= 26
+    assert odd.name.startswith("deal-acme-unicode-expansion-very-long-words") and len(odd.name) <= 80
+    assert not odd.name.endswith("-")
+
+
+async def test_people_without_slack_are_listed_in_the_room_not_failed_on(
+        store: Store, org: Org) -> None:
+    async with SlackStandIn(bot_token=TOKEN) as slack:
+        seed_people(slack)
+        del slack.users[slack_id("se")]  # Sam has no Slack account
+        client = await start(store, slack)
+        try:
+            world = Rooms(client, slack, store)
+            await world.put_deal("O-absent")
+            channel = await world.wait_for(lambda: world.room("deal-acme"))
+            note = await world.wait_for(lambda: next(
+                (m for m in slack.messages[channel.id] if "not on Slack" in m.text), None))
+            assert "Sam Engineer" in note.text and slack_id("rep_a") in channel.members
+        finally:
+            await client.close()
+
+
+async def test_the_same_change_delivered_twenty_times_gives_one_room_and_one_invite_each(
+        rooms: Rooms, store: Store, org: Org) -> None:
+    [deal_rooms] = rooms.client.server.app[ROOMS]
+    opportunity_id = org.deals["acme_renewal"]  # 250k, open, Negotiation: qualifies, no room yet
+    await asyncio.gather(*(deal_rooms.react(opportunity_id) for _ in range(20)))
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme"))
+    await rooms.wait_for(lambda: rooms.pinned(channel))
+    await rooms.settled()
+    await asyncio.gather(*(deal_rooms.react(opportunity_id) for _ in range(20)))  # and again, once it exists
+    await rooms.settled()
+    assert len(rooms.rooms()) == 1
+    invites = [u for c in rooms.slack.called("conversations.invite") if c.ok for u in c.args["users"].split(",")]
+    assert sorted(invites) == sorted([slack_id("rep_a"), slack_id("se")])
+    assert len(rooms.pinned(channel)) == 1
+    async with store.session() as s:
+        assert len((await s.execute(select(DealRoom))).scalars().all()) == 1
