@@ -325,6 +325,8 @@ class Sync:
                 update_row["closed_at"] = now if rec.status != "open" else None
             updates.append(update_row)
             changes += [(opp_id, f, row[f], diff[f]) for f in TRACKED if f in diff]
+            if "name" in diff:  # no history entry, but deal rooms follow the name
+                changes.append((opp_id, "renamed", row["name"], diff["name"]))
             if team != old_team:
                 team_add += [{"opportunity_id": opp_id, "user_id": u, "added_at": now} for u in team - old_team]
                 team_drop += [(opp_id, u) for u in old_team - team]
@@ -354,7 +356,7 @@ class Sync:
         for opp_id, name, old, new in changes:
             old_s, new_s, field_name = _str(old), _str(new), name.removesuffix("_id")
             events.setdefault(opp_id, []).append({"field": name, "old": old_s, "new": new_s})
-            if name == "created":
+            if name in ("created", "renamed"):
                 continue
             history.append({"opportunity_id": opp_id, "field": field_name, "old_value": old_s,
                             "new_value": new_s, "changed_at": now, "source": self.who.via})

@@ -6,13 +6,14 @@ deal card of `/crm deal`, seen as the deal's owner sees it: everyone in the room
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 
 from crm_store import Actor, Store
 from crm_store.models import Opportunity, TimelineEntry, User, utcnow
 from handlers import texts
-from handlers.format import day, join_names, money, timeline_line
+from handlers.format import KIND_LABELS, clip, day, join_names, money
 from handlers.invocation import Context, Invocation
 from handlers.lookup import deal_card
 from handlers.reply import Item, Reply, Section
@@ -35,7 +36,7 @@ class RoomTexts:
                                        owner=opportunity.owner.name)
 
     def updates(self, opportunity: Opportunity, entries: Sequence[TimelineEntry]) -> Reply:
-        items = [Item(*timeline_line(entry, 200)) for entry in entries]
+        items = [Item(change_line(entry, opportunity.currency)) for entry in entries]
         return Reply(text=texts.ROOM_UPDATES.format(deal=opportunity.name), sections=[Section(items=items)],
                      ephemeral=False, reveals=(opportunity.id,))
 
@@ -51,3 +52,25 @@ class RoomTexts:
             days=f"{days} day{'s' if days != 1 else ''}",
             decisions=f"{decisions} decision{'s' if decisions != 1 else ''}"), ephemeral=False,
             reveals=(opportunity.id,))
+
+
+def change_line(entry: TimelineEntry, currency: str) -> str:
+    """``Amount: $250,000 → $300,000``: a change as people say it (the stored text is plainer)."""
+    data = entry.data or {}
+    label = KIND_LABELS.get(entry.kind, "")
+    if data.get("field") == "amount":
+        return f"{label}: {_as(data.get('old'), lambda v: money(Decimal(v), currency))} → " \
+               f"{_as(data.get('new'), lambda v: money(Decimal(v), currency))}"
+    if data.get("field") == "close_date":
+        return f"{label}: {_as(data.get('old'), lambda v: day(date.fromisoformat(v)))} → " \
+               f"{_as(data.get('new'), lambda v: day(date.fromisoformat(v)))}"
+    return clip(entry.text, 200)
+
+
+def _as(value: object, show: Callable[[str], str]) -> str:
+    if value is None:
+        return "—"
+    try:
+        return show(str(value))
+    except (ValueError, InvalidOperation):
+        return str(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from bot.server import ROOMS, create_app
 from bot.settings import load_settings
 from crm_store import Store
-from crm_store.models import DealRoom
+from crm_store.models import DealRoom, OutboxItem, utcnow
 from tests.org import Org
 from tests.slack_world import SECRET, TOKEN, seed_people, slack_id
 from tests.stand_ins.slack import Channel, SlackStandIn
@@ -67,13 +68,12 @@ class Rooms:
         return [m for m in self.slack.messages.get(channel.id, []) if m.pinned]
 
     async def settled(self) -> None:
-        """Wait until the outbox has nothing left that is due (the rooms are up to date)."""
-        from crm_store.models import OutboxItem, utcnow
+        """Wait until the outbox has nothing left that is due or about to be (grouped updates)."""
         async def busy() -> bool:
             async with self.store.session() as s:
                 rows = (await s.execute(select(OutboxItem.id).where(
-                    OutboxItem.status == "pending", OutboxItem.platform == "slack",
-                    OutboxItem.next_attempt_at <= utcnow()).limit(1))).first()
+                    OutboxItem.status == "pending", OutboxItem.platform.in_(("slack", "dealbot")),
+                    OutboxItem.next_attempt_at <= utcnow() + timedelta(seconds=1)).limit(1))).first()
             return rows is not None
         deadline = time.monotonic() + 10
         while await busy():
@@ -175,3 +175,80 @@ async def test_the_same_change_delivered_twenty_times_gives_one_room_and_one_inv
     assert len(rooms.pinned(channel)) == 1
     async with store.session() as s:
         assert len((await s.execute(select(DealRoom))).scalars().all()) == 1
+
+
+def texts_in(rooms: Rooms, channel: Channel) -> list[str]:
+    return [m.text for m in rooms.slack.messages.get(channel.id, [])]
+
+
+async def test_changes_are_posted_grouped_and_the_topic_and_card_follow(rooms: Rooms) -> None:
+    await rooms.put_deal("O-moving")
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme"))
+    await rooms.wait_for(lambda: rooms.pinned(channel))
+    await rooms.settled()
+    await rooms.put_deal("O-moving", stage="Commit", amount="300000")  # two changes at once
+    await rooms.put_deal("O-moving", stage="Commit", amount="300000", close_date="2027-01-15")
+    update = await rooms.wait_for(lambda: next((t for t in texts_in(rooms, channel) if "What changed" in t), None))
+    await rooms.settled()
+    updates = [t for t in texts_in(rooms, channel) if "What changed" in t]
+    assert len(updates) == 1, updates  # grouped into one post
+    assert "Commit" in update and "300" in update and "15 Jan 2027" in update
+    assert "Commit" in channel.topic and "$300k" in channel.topic
+    [card] = rooms.pinned(channel)
+    assert "Commit" in card.text and "$300,000" in card.text
+
+
+async def test_a_renamed_deal_renames_its_room_unless_people_renamed_it(rooms: Rooms) -> None:
+    await rooms.put_deal("O-named")
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme-renewal"))
+    await rooms.wait_for(lambda: rooms.pinned(channel))
+    await rooms.put_deal("O-named", name="ACME Enterprise Upgrade")
+    await rooms.wait_for(lambda: channel.name == "deal-acme-enterprise-upgrade")
+    channel.name = "acme-war-room"  # renamed by hand in Slack
+    await rooms.put_deal("O-named", name="ACME Enterprise Upgrade 2028", stage="Commit")
+    await rooms.wait_for(lambda: any("What changed" in t and "Commit" in t for t in texts_in(rooms, channel)))
+    await rooms.settled()
+    assert channel.name == "acme-war-room"
+
+
+async def test_a_won_deal_gets_a_closing_summary_then_the_room_is_archived_and_reopening_unarchives(
+        store: Store, org: Org, slack: SlackStandIn) -> None:
+    client = await start(store, slack, deal_room_archive_delay_hours=0.0003)  # about a second
+    try:
+        world = Rooms(client, slack, store)
+        await world.put_deal("O-win")
+        channel = await world.wait_for(lambda: world.room("deal-acme"))
+        await world.wait_for(lambda: world.pinned(channel))
+        await world.settled()
+        await world.put_deal("O-win", stage="Closed Won", status="won", amount="275000")
+        summary = await world.wait_for(lambda: next((t for t in texts_in(world, channel) if "was won" in t), None))
+        assert "$275,000" in summary and "0 decisions" in summary and "0 days" in summary
+        await world.wait_for(lambda: channel.is_archived)
+        async with store.session() as s:
+            assert (await s.execute(select(DealRoom.status))).scalar_one() == "archived"
+        await world.put_deal("O-win", stage="Negotiation", status="open")  # reopened
+        await world.wait_for(lambda: not channel.is_archived)
+        await world.settled()
+        async with store.session() as s:
+            assert (await s.execute(select(DealRoom.status))).scalar_one() == "active"
+        assert len(world.rooms()) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_room_archived_by_hand_is_left_alone(rooms: Rooms, store: Store) -> None:
+    await rooms.put_deal("O-hand")
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme"))
+    await rooms.wait_for(lambda: rooms.pinned(channel))
+    await rooms.settled()
+    channel.is_archived = True  # people archived it in Slack
+    posted = len(texts_in(rooms, channel))
+    await rooms.put_deal("O-hand", stage="Commit")
+    await rooms.settled()
+    async with store.session() as s:
+        assert (await s.execute(select(DealRoom.status))).scalar_one() == "left"
+    assert channel.is_archived and len(texts_in(rooms, channel)) == posted
+    assert not rooms.slack.called("conversations.unarchive")
+    await rooms.put_deal("O-hand", stage="Closed Lost", status="lost")
+    await rooms.settled()
+    assert len(texts_in(rooms, channel)) == posted and len(rooms.rooms()) == 1
