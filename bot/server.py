@@ -26,7 +26,7 @@ from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
 from bot.settings import Settings, room_settings
 from bot.slack.rooms import SlackRooms
 from crm_store import Store
-from bot.slack.app import SlackAdapter
+from bot.slack.app import SlackAdapter, web_client
 from crm_store.events import OpportunityChanged
 from deal_rooms.rooms import DealRooms
 from handlers.chat_events import ChatEvent, ChatEvents
@@ -143,11 +143,13 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     app[ROOMS] = rooms = []
     if settings.slack_enabled:
         events = ChatEvents(store, count_event)
-        app[SLACK] = slack = SlackAdapter(store, settings, Dispatcher(store), events)
+        client = web_client(settings)
+        slack_rooms = DealRooms(store, SlackRooms(client), RoomTexts(store), room_settings(settings))
+        rooms.append(slack_rooms)
+        app[SLACK] = SlackAdapter(store, settings, Dispatcher(store, rooms={"slack": slack_rooms}), events, client)
         app.cleanup_ctx.append(_slack_lifetime)
-        rooms.append(DealRooms(store, SlackRooms(slack.client), RoomTexts(store), room_settings(settings)))
         if not settings.slack_app_token:
-            app.router.add_post("/slack/events", slack.handle)
+            app.router.add_post("/slack/events", app[SLACK].handle)
     app[SCHEDULER] = create_scheduler(events, rooms)
     app.cleanup_ctx.append(_scheduler_lifetime)
     app.router.add_get("/healthz", healthz)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 
 from crm_store import Store
+from deal_rooms.rooms import DealRooms
 import handlers.help
 import handlers.later
 import handlers.notes
-import handlers.pipeline  # noqa: F401  (importing the modules declares their commands)
+import handlers.pipeline
+import handlers.rooms  # noqa: F401  (importing the modules declares their commands)
 from handlers import lookup, texts
 from handlers.invocation import Context, Invocation
 from handlers.registry import CommandError, CommandTable, commands
@@ -42,14 +44,15 @@ def split_command(text: str) -> tuple[str, str]:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, *, table: CommandTable = commands,
-                 on_error: ErrorHook = log_and_apologise) -> None:
+    def __init__(self, store: Store, *, table: CommandTable = commands, on_error: ErrorHook = log_and_apologise,
+                 rooms: Mapping[str, DealRooms] | None = None) -> None:
         self.store = store
         self.table = table
         self.on_error = on_error
+        self.rooms = dict(rooms or {})  # platform -> its deal rooms
 
     async def dispatch(self, invocation: Invocation, now: datetime | None = None) -> Reply:
-        ctx = Context(self.store, invocation) if now is None else Context(self.store, invocation, now)
+        ctx = Context(self.store, invocation, now or datetime.now(timezone.utc), self.rooms.get(invocation.platform))
         try:
             return await self._run(ctx)
         except CommandError as expected:

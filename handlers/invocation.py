@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 from crm_store import Actor, Store
+from deal_rooms.rooms import DealRooms
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Context:
     store: Store
     invocation: Invocation
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    rooms: DealRooms | None = None  # deal rooms on the invocation's platform, where there are any
 
     @property
     def actor(self) -> Actor:

@@ -9,7 +9,6 @@ from handlers.reply import Reply
 
 _LATER = [
     ("search", "search <words>", "Search notes, decisions and deal-room conversations.", "search security review"),
-    ("room", "room <deal>", "Open a deal room for a deal, even below the threshold.", "room acme renewal"),
     ("digest", "digest daily|weekly|off [HH:MM] [weekday]", "Subscribe to a digest of your team's pipeline.",
      "digest weekly 08:30 monday"),
 ]

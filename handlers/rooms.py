@@ -15,8 +15,23 @@ from crm_store.models import Opportunity, TimelineEntry, User, utcnow
 from handlers import texts
 from handlers.format import KIND_LABELS, clip, day, join_names, money
 from handlers.invocation import Context, Invocation
-from handlers.lookup import deal_card
+from handlers.lookup import deal_card, resolve_deal
+from handlers.registry import CommandError, commands
 from handlers.reply import Item, Reply, Section
+
+
+@commands.command("room", usage="room <deal>", summary="Open a deal room for a deal, even below the threshold.",
+                  example="room acme renewal", args="required")
+async def room(ctx: Context, args: str) -> Reply:
+    if ctx.rooms is None:
+        raise CommandError(texts.ROOM_NOT_HERE)
+    opp = await resolve_deal(ctx, args, then="room #{id}")  # only a deal the user may see
+    if opp.status != "open":
+        raise CommandError(texts.ROOM_CLOSED_DEAL.format(deal=opp.name, status=opp.status))
+    made = await ctx.rooms.react(opp.id, requested_by=ctx.actor.user_id)
+    if made is not None and made.channel_id and made.channel_name:
+        return Reply(text=texts.ROOM_EXISTS.format(deal=opp.name, channel=made.channel_name), reveals=(opp.id,))
+    return Reply(text=texts.ROOM_ON_ITS_WAY.format(deal=opp.name), reveals=(opp.id,))
 
 
 class RoomTexts:

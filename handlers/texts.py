@@ -61,3 +61,7 @@ ROOM_UPDATES = "What changed on {deal}:"
 ROOM_ABSENT = "On the deal team but not on {platform} (so not invited): {people}."
 ROOM_CLOSING = "{deal} was {outcome}. Final amount {amount}; open for {days}; {decisions} logged. This room will be archived."
 ROOM_PLATFORM_NAMES = {"slack": "Slack", "teams": "Teams", "shell": "this chat"}
+ROOM_NOT_HERE = "Deal rooms are not set up on this platform, so I cannot open one from here."
+ROOM_EXISTS = "{deal} already has a room: #{channel}."
+ROOM_ON_ITS_WAY = "Opening a room for {deal}: the deal team is invited as soon as it exists."
+ROOM_CLOSED_DEAL = "{deal} is {status}: closed deals get no new room."

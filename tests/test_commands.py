@@ -184,7 +184,12 @@ async def test_timeline_empty_and_without_deal(shell: Shell) -> None:
     assert (await rita.ask("/crm timeline")).text == texts.TIMELINE_USAGE
 
 
-@pytest.mark.parametrize("name", ["search", "room", "digest"])
+async def test_room_needs_a_platform_with_deal_rooms(shell: Shell) -> None:
+    reply = await (await shell()).ask("/crm room acme renewal")
+    assert reply.kind == "error" and reply.text == texts.ROOM_NOT_HERE
+
+
+@pytest.mark.parametrize("name", ["search", "digest"])
 async def test_commands_of_later_releases_say_so(shell: Shell, name: str) -> None:
     cmd = commands.get(name)
     assert cmd is not None and not cmd.available

@@ -18,7 +18,7 @@ from bot.settings import load_settings
 from crm_store import Store
 from crm_store.models import DealRoom, OutboxItem, utcnow
 from tests.org import Org
-from tests.slack_world import SECRET, TOKEN, seed_people, slack_id
+from tests.slack_world import SECRET, TOKEN, SlackWorld, seed_people, slack_id
 from tests.stand_ins.slack import Channel, SlackStandIn
 
 API = "rooms-test-token"
@@ -252,3 +252,17 @@ async def test_a_room_archived_by_hand_is_left_alone(rooms: Rooms, store: Store)
     await rooms.put_deal("O-hand", stage="Closed Lost", status="lost")
     await rooms.settled()
     assert len(texts_in(rooms, channel)) == posted and len(rooms.rooms()) == 1
+
+
+async def test_crm_room_opens_a_room_by_hand_even_below_the_threshold(rooms: Rooms) -> None:
+    world = SlackWorld(rooms.client, rooms.slack)
+    [answer] = await world.command("room acme pilot", who="rep_b")  # 40k: below the 100k threshold
+    assert "Opening a room for ACME Pilot" in answer["text"]
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme-pilot"))
+    await rooms.wait_for(lambda: slack_id("rep_b") in channel.members and rooms.pinned(channel))
+    [again] = await world.command("room acme pilot", who="rep_b")
+    assert "already has a room: #deal-acme-pilot" in again["text"]
+    [hidden] = await world.command("room acme pilot", who="rep_c")  # not Cara's deal: no room, no hint
+    assert "No deal" in hidden["text"] and len(rooms.rooms()) == 1
+    [closed] = await world.command("room umbrella platform", who="rep_a")
+    assert "won" in closed["text"] and len(rooms.rooms()) == 1

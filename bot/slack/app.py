@@ -63,10 +63,11 @@ def web_client(settings: Settings) -> AsyncWebClient:
 
 
 class SlackAdapter:
-    def __init__(self, store: Store, settings: Settings, dispatcher: Dispatcher, events: ChatEvents) -> None:
+    def __init__(self, store: Store, settings: Settings, dispatcher: Dispatcher, events: ChatEvents,
+                 client: AsyncWebClient | None = None) -> None:
         assert settings.slack_bot_token is not None
         self.store, self.settings, self.dispatcher, self.events = store, settings, dispatcher, events
-        self.client = web_client(settings)
+        self.client = client or web_client(settings)
         self.identity = SlackIdentity(self.client, store)
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         self.app = AsyncApp(
