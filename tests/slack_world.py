@@ -12,7 +12,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.server import create_app
+from bot.settings import load_settings
+from crm_store import Store
 
 from tests.org import PEOPLE, Org
 from tests.stand_ins.slack import SlackStandIn, sign
@@ -100,13 +104,27 @@ class SlackWorld:
         return await self.post(body, "application/json", headers=headers)
 
     async def wait_for(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            assert time.monotonic() < deadline, "timed out waiting for the bot"
-            await asyncio.sleep(0.01)
+        return await wait_until(check, timeout)
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll `check` until it returns something truthy (which is returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "timed out waiting for the bot"
+        await asyncio.sleep(0.01)
+
+
+async def start_app(store: Store, slack: SlackStandIn, **settings: Any) -> TestClient:
+    """`dealbot`'s server app on a test port, talking to `slack`."""
+    app = create_app(store, load_settings(slack_bot_token=TOKEN, slack_signing_secret=SECRET,
+                                          slack_api_url=slack.api_url, **settings))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
 
 
 def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:

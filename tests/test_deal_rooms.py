@@ -10,15 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from bot.server import ROOMS, create_app
-from bot.settings import load_settings
+from bot.server import ROOMS
 from crm_store import Store
 from crm_store.models import DealRoom, OutboxItem, utcnow
 from tests.org import Org
-from tests.slack_world import SECRET, TOKEN, SlackWorld, seed_people, slack_id
+from tests.slack_world import TOKEN, SlackWorld, seed_people, slack_id, start_app, wait_until
 from tests.stand_ins.slack import Channel, SlackStandIn
 
 API = "rooms-test-token"
@@ -50,13 +49,7 @@ class Rooms:
             assert response.status in (200, 201), await response.text()
 
     async def wait_for(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            assert time.monotonic() < deadline, "timed out waiting for the deal room"
-            await asyncio.sleep(0.02)
+        return await wait_until(check, timeout)
 
     def rooms(self) -> list[Channel]:
         return [c for c in self.slack.channels.values() if c.creator == self.slack.bot_user_id and not c.is_im]
@@ -83,11 +76,7 @@ class Rooms:
 
 async def start(store: Store, slack: SlackStandIn, **settings: Any) -> TestClient:
     settings.setdefault("deal_room_update_group_seconds", 0.2)
-    app = create_app(store, load_settings(slack_bot_token=TOKEN, slack_signing_secret=SECRET,
-                                          slack_api_url=slack.api_url, dealbot_api_token=API, **settings))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    return client
+    return await start_app(store, slack, dealbot_api_token=API, **settings)
 
 
 @pytest.fixture

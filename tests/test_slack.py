@@ -23,7 +23,7 @@ from crm_store.models import AuditLog, DealRoom, ProcessedEvent, TimelineEntry
 from handlers import texts
 from handlers.chat_events import KEEP_CLAIMS
 from tests.org import Org
-from tests.slack_world import SECRET, TOKEN, SlackWorld, button, buttons, seed_people, slack_id
+from tests.slack_world import SECRET, TOKEN, SlackWorld, button, buttons, seed_people, slack_id, start_app
 from tests.stand_ins.slack import SlackStandIn
 
 
@@ -34,12 +34,7 @@ async def slack() -> AsyncIterator[SlackStandIn]:
         yield stand_in
 
 
-async def start(store: Store, slack: SlackStandIn, **settings: Any) -> TestClient:
-    app = create_app(store, load_settings(slack_bot_token=TOKEN, slack_signing_secret=SECRET,
-                                          slack_api_url=slack.api_url, **settings))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    return client
+start = start_app
 
 
 @pytest.fixture

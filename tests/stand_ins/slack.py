@@ -109,6 +109,18 @@ def sign(body: bytes | str, secret: str, timestamp: int | None = None) -> dict[s
 # argument helpers and Block Kit rules
 
 
+def _page(args: dict[str, Any], items: list[Any]) -> tuple[list[Any], str]:
+    """One page of `items` for Slack's cursor paging (``limit`` 1..1000), and the next cursor."""
+    try:
+        limit = min(max(int(args.get("limit") or 100), 1), 1000)
+        cursor = str(args.get("cursor") or "")
+        offset = int(base64.b64decode(cursor).decode().removeprefix("offset:")) if cursor else 0
+    except ValueError:
+        raise _Refusal("invalid_cursor") from None
+    end = offset + limit
+    return items[offset:end], base64.b64encode(f"offset:{end}".encode()).decode() if end < len(items) else ""
+
+
 def _flag(value: Any) -> bool:
     """Slack booleans arrive as true/false, "true"/"false" or "1"/"0" (slack-sdk sends 1/0)."""
     if isinstance(value, bool):
@@ -726,33 +738,16 @@ class SlackStandIn:
         """Public channels, and private ones the bot is in; paged (Slack's limit: 1,000)."""
         kinds = {k.strip() for k in str(args.get("types") or "public_channel").split(",")}
         hide_archived = _flag(args.get("exclude_archived", False))
-        try:
-            limit = min(max(int(args.get("limit") or 100), 1), 1000)
-            cursor = str(args.get("cursor") or "")
-            offset = int(base64.b64decode(cursor).decode().removeprefix("offset:")) if cursor else 0
-        except ValueError:
-            raise _Refusal("invalid_cursor") from None
         seen = [c for c in sorted(self.channels.values(), key=lambda c: c.id) if not c.is_im
                 and ("private_channel" if c.is_private else "public_channel") in kinds
                 and (not c.is_private or self.bot_user_id in c.members)
                 and not (hide_archived and c.is_archived)]
-        end = offset + limit
-        next_cursor = base64.b64encode(f"offset:{end}".encode()).decode() if end < len(seen) else ""
-        return {"channels": [self._channel_json(c) for c in seen[offset:end]],
-                "response_metadata": {"next_cursor": next_cursor}}
+        page, next_cursor = _page(args, seen)
+        return {"channels": [self._channel_json(c) for c in page], "response_metadata": {"next_cursor": next_cursor}}
 
     def _conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(args)
-        try:
-            limit = min(max(int(args.get("limit") or 100), 1), 1000)
-            cursor = str(args.get("cursor") or "")
-            offset = int(base64.b64decode(cursor).decode().removeprefix("offset:")) if cursor else 0
-        except ValueError:
-            raise _Refusal("invalid_cursor") from None
-        members = sorted(channel.members)
-        end = offset + limit
-        next_cursor = base64.b64encode(f"offset:{end}".encode()).decode() if end < len(members) else ""
-        return {"members": members[offset:end], "response_metadata": {"next_cursor": next_cursor}}
+        page, next_cursor = _page(args, sorted(self._channel(args).members))
+        return {"members": page, "response_metadata": {"next_cursor": next_cursor}}
 
     def _conversations_invite(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args)
