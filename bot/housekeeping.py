@@ -16,7 +16,7 @@ from handlers.chat_events import ChatEvents
 
 log = logging.getLogger("dealbot.housekeeping")
 PURGE_EVERY = timedelta(minutes=10)
-FIRST_PURGE_AFTER = timedelta(minutes=1)  # not in the middle of start-up
+FIRST_RUN_AFTER = timedelta(minutes=1)  # not in the middle of start-up
 PURGE_JOB = "forget-processed-events"
 SWEEP_EVERY = timedelta(minutes=15)
 SWEEP_JOB = "reconcile-deal-rooms-{platform}"
@@ -49,9 +49,9 @@ def create_scheduler(events: ChatEvents | None, rooms: list[DealRooms]) -> Async
         scheduler.add_job(reconcile_rooms, "interval", args=[platform_rooms],
                           id=SWEEP_JOB.format(platform=platform_rooms.platform),
                           seconds=SWEEP_EVERY.total_seconds(), coalesce=True, max_instances=1,
-                          next_run_time=datetime.now(timezone.utc) + FIRST_PURGE_AFTER)
+                          next_run_time=datetime.now(timezone.utc) + FIRST_RUN_AFTER)
     if events is not None:
         scheduler.add_job(forget_processed_events, "interval", args=[events], id=PURGE_JOB,
                           seconds=PURGE_EVERY.total_seconds(), coalesce=True, max_instances=1,
-                          next_run_time=datetime.now(timezone.utc) + FIRST_PURGE_AFTER)
+                          next_run_time=datetime.now(timezone.utc) + FIRST_RUN_AFTER)
     return scheduler

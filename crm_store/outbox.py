@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_store.engine import insert_unless_present
 from crm_store.models import OutboxItem, utcnow
 
 log = logging.getLogger("dealbot.outbox")
@@ -56,6 +57,17 @@ class Claimed:
     idempotency_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A row to write: `idempotency_key` makes writing it again (a repeated event) a no-op."""
+
+    platform: str
+    operation: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    due: datetime | None = None
+
+
 def worker_name() -> str:
     """Who holds a lease: host, process and a random tag (pids repeat across containers)."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -78,6 +90,17 @@ class Outbox:
 
     def register(self, platform: str, operation: str, handler: Handler) -> None:
         self._handlers[(platform, operation)] = handler
+
+    async def enqueue(self, s: AsyncSession, items: list[Queued]) -> None:
+        """Write `items` in the caller's transaction, skipping keys already queued or done; after
+        the commit, `wake` the worker (at each row's due time)."""
+        if not items:
+            return
+        now = utcnow()
+        rows = [{"idempotency_key": q.idempotency_key, "platform": q.platform, "operation": q.operation,
+                 "payload": q.payload, "status": "pending", "attempts": 0, "next_attempt_at": q.due or now,
+                 "created_at": now} for q in items]
+        await s.execute(insert_unless_present(s, OutboxItem, rows))
 
     def wake(self, at: datetime | None = None) -> None:
         """New rows were committed: look now (or at `at`, when they fall due) rather than at the

@@ -23,23 +23,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from crm_store import Store
+from crm_store.engine import insert_unless_present
 from crm_store.events import OpportunityChanged
 from crm_store.models import (
     DealRoom,
     DealStatus,
     DealTeamMember,
     Opportunity,
-    OutboxItem,
     TimelineEntry,
     User,
     utcnow,
 )
-from crm_store.outbox import Claimed, GiveUp, Retry
+from crm_store.outbox import Claimed, GiveUp, Queued, Retry
 from deal_rooms.naming import DEFAULT_TEMPLATE, candidates, room_name
 from deal_rooms.policy import RoomPolicy
 from deal_rooms.port import ChannelGone, ChatPort, NameTaken, RateLimited, Refused
@@ -172,25 +171,18 @@ class DealRooms:
         return Op("room.refresh", f"room.refresh:{room.id}:{slot}", {"room_id": room.id}, due)
 
     async def _claim(self, s: AsyncSession, opp: Opportunity, requested_by: int | None) -> DealRoom | None:
-        dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
-        inserted = (await s.execute(
-            dialect.insert(DealRoom).values(opportunity_id=opp.id, platform=self.platform, status="claimed",
-                                            requested_by_id=requested_by, renamed_by_hand=False, listed_absent=[])
-            .on_conflict_do_nothing().returning(DealRoom.id))).scalar_one_or_none()
+        claim = {"opportunity_id": opp.id, "platform": self.platform, "status": "claimed",
+                 "requested_by_id": requested_by, "renamed_by_hand": False, "listed_absent": []}
+        inserted = (await s.execute(insert_unless_present(s, DealRoom, [claim]).returning(DealRoom.id))
+                    ).scalar_one_or_none()
         if inserted is None:
             return None
         log.info("deal room claimed", extra={"opportunity_id": opp.id, "platform": self.platform})
         return await s.get(DealRoom, inserted)
 
     async def _enqueue(self, s: AsyncSession, ops: Sequence[Op]) -> None:
-        if not ops:
-            return
-        dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
-        now = utcnow()
-        rows = [{"idempotency_key": f"{self.platform}:{op.key}", "platform": self.platform,
-                 "operation": op.operation, "payload": op.payload, "status": "pending", "attempts": 0,
-                 "next_attempt_at": op.due or now, "created_at": now} for op in ops]
-        await s.execute(dialect.insert(OutboxItem).values(rows).on_conflict_do_nothing())
+        await self.store.outbox.enqueue(s, [Queued(self.platform, op.operation, f"{self.platform}:{op.key}",
+                                                   op.payload, op.due) for op in ops])
 
     async def _room(self, s: AsyncSession, opportunity_id: int) -> DealRoom | None:
         return (await s.execute(select(DealRoom).where(

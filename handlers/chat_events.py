@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Store
+from crm_store.engine import insert_unless_present
 from crm_store.models import AuditLog, ProcessedEvent, utcnow
 
 log = logging.getLogger("dealbot.chat_events")
@@ -176,9 +176,8 @@ class ChatEvents:
 
     async def _claim(self, s: AsyncSession, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Insert the claims; the keys inserted now (the others were claimed before)."""
-        dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
         rows = [{"platform": platform, "event_id": event_id} for platform, event_id in keys]
-        result = await s.execute(dialect.insert(ProcessedEvent).values(rows).on_conflict_do_nothing()
+        result = await s.execute(insert_unless_present(s, ProcessedEvent, rows)
                                  .returning(ProcessedEvent.platform, ProcessedEvent.event_id))
         return {(platform, event_id) for platform, event_id in result}
 
