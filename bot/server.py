@@ -137,16 +137,17 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
         metrics.events.labels(source=event.platform if first else f"{event.platform}-duplicate").inc()
 
     store.changes.subscribe(count_change)
+    store.outbox.lease_s = settings.outbox_lease_seconds
     if outbox:
         app.cleanup_ctx.append(_outbox_worker)
     events: ChatEvents | None = None
     app[ROOMS] = rooms = []
     if settings.slack_enabled:
         events = ChatEvents(store, count_event)
-        client = web_client(settings)
-        slack_rooms = DealRooms(store, SlackRooms(client), RoomTexts(store), room_settings(settings))
+        port = SlackRooms(web_client(settings, retries=False), tier2_per_minute=settings.slack_tier2_per_minute)
+        slack_rooms = DealRooms(store, port, RoomTexts(store), room_settings(settings))
         rooms.append(slack_rooms)
-        app[SLACK] = SlackAdapter(store, settings, Dispatcher(store, rooms={"slack": slack_rooms}), events, client)
+        app[SLACK] = SlackAdapter(store, settings, Dispatcher(store, rooms={"slack": slack_rooms}), events)
         app.cleanup_ctx.append(_slack_lifetime)
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", app[SLACK].handle)

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     deal_room_invite_manager: bool = False
     deal_room_archive_delay_hours: float = Field(default=24.0, ge=0)
     deal_room_update_group_seconds: float = Field(default=5.0, gt=0)
+    slack_tier2_per_minute: float = Field(default=20.0, gt=0)
+    outbox_lease_seconds: float = Field(default=120.0, ge=5)
     dealbot_api_token: SecretStr | None = None
     digest_default_tz: str = "UTC"
     digest_stale_days: int = Field(default=14, ge=1)

@@ -338,6 +338,19 @@ class OutboxItem(Base):
     result: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]
+    slot_at: Mapped[datetime | None]  # the paced call's booked time (see RateBucket)
+
+
+class RateBucket(Base):
+    """The pace of one rate-limited platform call, shared by every replica: the next free slot,
+    and the pause a 429 asked for. Slots are booked in a locked read-modify-write."""
+
+    __tablename__ = "rate_buckets"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_free_at: Mapped[datetime]
+    paused_until: Mapped[datetime | None]
 
 
 class ProcessedEvent(Base):

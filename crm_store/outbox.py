@@ -8,11 +8,17 @@ platform call carries the row's idempotency key, the reaction is a claim in the 
 
 Failures are retried with exponential backoff; after `max_attempts` a row is marked `failed`
 and logged, never silently dropped.
+
+Operations that make a rate-limited platform call are paced (`pace`): each row books a slot in
+its bucket (a `RateBucket` row, so every replica shares one pace) and waits in the table until
+then; a 429 pauses the bucket. Waiting for a slot or a pause never uses up an attempt, and a
+booked slot survives a restart, so a backfill resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import secrets
@@ -27,7 +33,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_store.engine import insert_unless_present
-from crm_store.models import OutboxItem, utcnow
+from crm_store.models import OutboxItem, RateBucket, utcnow
 
 log = logging.getLogger("dealbot.outbox")
 
@@ -55,6 +61,20 @@ class Claimed:
     payload: dict[str, Any]
     attempts: int
     idempotency_key: str
+    slot_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """Calls in `bucket` at most once per `interval`; a slot older than `stale` is booked anew
+    (the process was down), so a restart does not fire a burst of old slots at once."""
+
+    bucket: str
+    interval: timedelta
+
+    @property
+    def stale(self) -> timedelta:
+        return 5 * self.interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,7 @@ class Outbox:
                  poll_s: float = 2.0, max_attempts: int = 8, base_delay_s: float = 2.0) -> None:
         self._sessions = sessions
         self._handlers: dict[tuple[str, str], Handler] = {}
+        self._paces: dict[tuple[str, str], Pace] = {}
         self.owner = worker_name()
         self.batch, self.lease_s, self.poll_s = batch, lease_s, poll_s
         self.local_batch = 5 * batch  # handed-over rows need no claim: fewer, larger completions
@@ -86,10 +107,15 @@ class Outbox:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._local: deque[Claimed] = deque()  # rows written here, leased to this worker already
-        self._soonest: datetime | None = None  # when a row known to be waiting falls due
+        self._due: list[datetime] = []  # heap: when rows known to be waiting fall due
 
     def register(self, platform: str, operation: str, handler: Handler) -> None:
         self._handlers[(platform, operation)] = handler
+
+    def pace(self, platform: str, operation: str, bucket: str, per_minute: float) -> None:
+        """Run `operation` no faster than `per_minute` per `bucket`, across every replica
+        (operations making the same rate-limited call share a bucket)."""
+        self._paces[(platform, operation)] = Pace(bucket, timedelta(seconds=60.0 / per_minute))
 
     async def enqueue(self, s: AsyncSession, items: list[Queued]) -> None:
         """Write `items` in the caller's transaction, skipping keys already queued or done; after
@@ -107,8 +133,8 @@ class Outbox:
         next poll."""
         if at is None or at <= utcnow():
             self._wake.set()
-        elif self._soonest is None or at < self._soonest:
-            self._soonest = at
+        else:
+            heapq.heappush(self._due, at)
 
     @property
     def running(self) -> bool:
@@ -168,19 +194,21 @@ class Outbox:
 
     def _idle_s(self) -> float:
         """How long to wait for a wake: the poll interval, or less when a row falls due sooner."""
-        if self._soonest is None:
+        now = utcnow()
+        if self._due and self._due[0] <= now:
+            while self._due and self._due[0] <= now:
+                heapq.heappop(self._due)
+            return 0.0
+        if not self._due:
             return self.poll_s
-        until = (self._soonest - utcnow()).total_seconds()
-        if until <= self.poll_s:
-            self._soonest = None  # this wait covers it
-        return max(0.0, min(self.poll_s, until))
+        return min(self.poll_s, (self._due[0] - now).total_seconds())
 
     async def run_once(self) -> int:
         """Work one batch: rows handed over, else due rows claimed; the number of rows worked."""
         local = min(self.local_batch, len(self._local))
         claimed = [self._local.popleft() for _ in range(local)] or await self._claim()
         done: list[tuple[int, dict[str, Any] | None]] = []
-        for item in claimed:
+        for item in await self._booked(claimed):
             try:
                 done.append((item.id, await self._handlers[(item.platform, item.operation)](item)))
             except Exception as error:  # every failure is recorded on the row and retried or failed
@@ -209,7 +237,7 @@ class Outbox:
                 update(OutboxItem).where(OutboxItem.id.in_(ids), due)
                 .values(locked_by=self.owner, locked_until=now + timedelta(seconds=self.lease_s))
                 .returning(OutboxItem.id, OutboxItem.platform, OutboxItem.operation, OutboxItem.payload,
-                           OutboxItem.attempts, OutboxItem.idempotency_key))).all()
+                           OutboxItem.attempts, OutboxItem.idempotency_key, OutboxItem.slot_at))).all()
         known = [Claimed(*row) for row in rows if (row.platform, row.operation) in self._handlers]
         return sorted(known, key=lambda c: c.id)
 
@@ -230,6 +258,10 @@ class Outbox:
                                             locked_until=None))
 
     async def _failed(self, item: Claimed, error: Exception) -> None:
+        pace = self._paces.get((item.platform, item.operation))
+        if pace is not None and isinstance(error, Retry) and error.after_s is not None:
+            await self._pause(item, pace, error.after_s)
+            return
         attempts = item.attempts + 1
         give_up = isinstance(error, GiveUp) or attempts >= self.max_attempts
         delay = error.after_s if isinstance(error, Retry) and error.after_s is not None \
@@ -250,3 +282,69 @@ class Outbox:
         async with self._sessions() as s, s.begin():
             await s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.locked_by == self.owner)
                             .values(**values))
+        if not give_up:
+            self.wake(values["next_attempt_at"])
+
+    # -- pacing -----------------------------------------------------------------------------
+
+    async def _booked(self, claimed: list[Claimed]) -> list[Claimed]:
+        """The claimed rows that may run now. A paced row runs in its booked slot; one without a
+        valid slot books the bucket's next free one, and if that is later it goes back to the
+        table until then (its attempts untouched)."""
+        paced = [c for c in claimed if (c.platform, c.operation) in self._paces]
+        if not paced:
+            return claimed
+        now = utcnow()
+        later: dict[int, datetime] = {}
+        async with self._sessions() as s, s.begin():
+            for (platform, bucket), items in _grouped(paced, self._paces).items():
+                pace = self._paces[(items[0].platform, items[0].operation)]
+                row = await _bucket(s, platform, bucket, now)
+                paused = row.paused_until
+                free = max(now, row.next_free_at, paused or now)
+                for item in items:
+                    slot = item.slot_at
+                    if slot is not None and slot <= now and slot >= now - pace.stale \
+                            and (paused is None or slot >= paused):
+                        continue  # its own slot: run it
+                    slot, free = free, free + pace.interval
+                    if slot > now:
+                        later[item.id] = slot
+                row.next_free_at = free
+            for row_id, slot in later.items():
+                await s.execute(update(OutboxItem).where(OutboxItem.id == row_id, OutboxItem.locked_by == self.owner)
+                                .values(slot_at=slot, next_attempt_at=slot, locked_by=None, locked_until=None))
+        for slot in later.values():
+            self.wake(slot)
+        if later:
+            log.debug("paced rows wait for their slots", extra={"waiting": len(later)})
+        return [c for c in claimed if c.id not in later]
+
+    async def _pause(self, item: Claimed, pace: Pace, after_s: float) -> None:
+        """A 429: nobody calls this bucket until the platform's `Retry-After` has passed, and the
+        row books a new slot after it (slots booked before fall inside the pause and re-book)."""
+        until = utcnow() + timedelta(seconds=after_s)
+        log.warning("rate limited: pausing", extra={"outbox_id": item.id, "operation": item.operation,
+                                                    "bucket": pace.bucket, "retry_in_s": round(after_s, 1)})
+        async with self._sessions() as s, s.begin():
+            row = await _bucket(s, item.platform, pace.bucket, utcnow())
+            if row.paused_until is None or row.paused_until < until:
+                row.paused_until = until
+            await s.execute(update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.locked_by == self.owner)
+                            .values(slot_at=None, next_attempt_at=until, locked_by=None, locked_until=None))
+        self.wake(until)
+
+
+def _grouped(items: list[Claimed], paces: dict[tuple[str, str], Pace]) -> dict[tuple[str, str], list[Claimed]]:
+    groups: dict[tuple[str, str], list[Claimed]] = {}
+    for item in sorted(items, key=lambda c: c.id):
+        groups.setdefault((item.platform, paces[(item.platform, item.operation)].bucket), []).append(item)
+    return groups
+
+
+async def _bucket(s: AsyncSession, platform: str, bucket: str, now: datetime) -> RateBucket:
+    """The bucket's row, locked until commit (PostgreSQL; SQLite writes one at a time anyway)."""
+    await s.execute(insert_unless_present(s, RateBucket, [{"platform": platform, "bucket": bucket,
+                                                           "next_free_at": now}]))
+    return (await s.execute(select(RateBucket).where(RateBucket.platform == platform, RateBucket.bucket == bucket)
+                            .with_for_update())).scalar_one()

@@ -9,7 +9,7 @@ the room lifecycle decides what to retry without knowing any SDK.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,6 +59,10 @@ class Refused(PlatformError):
 class ChatPort(Protocol):
     platform: str
     names: NameRules
+
+    @property
+    def limits(self) -> Mapping[str, float]:
+        """Calls a minute the platform allows, by the method names below (unlisted: unpaced)."""
 
     async def create_channel(self, name: str, *, private: bool) -> Channel: ...
     async def find_channel(self, name: str) -> Channel | None: ...

@@ -47,6 +47,9 @@ log = logging.getLogger("dealbot.deal_rooms")
 
 UPDATE_KINDS = ("stage_change", "amount_change", "close_date_change", "owner_change", "won", "lost",
                 "reopened", "team_change")
+# The rate-limited port call each operation makes (at most once), so the outbox paces it.
+PACED_CALLS = {"room.create": "create_channel", "room.card": "set_topic", "room.refresh": "set_topic",
+               "room.archive": "archive", "room.reopen": "unarchive"}
 LIVE = ("active",)
 WAITING = ("claimed", "creating")
 
@@ -90,6 +93,9 @@ class DealRooms:
                                    ("room.close", self._close), ("room.archive", self._archive),
                                    ("room.reopen", self._reopen)):
             store.outbox.register(self.platform, operation, handler)
+            call = PACED_CALLS.get(operation)
+            if call is not None and call in port.limits:
+                store.outbox.pace(self.platform, operation, call, port.limits[call])
         store.changes.subscribe(self.on_change)
 
     # -- deciding -----------------------------------------------------------------------------

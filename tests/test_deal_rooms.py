@@ -76,6 +76,7 @@ class Rooms:
 
 async def start(store: Store, slack: SlackStandIn, **settings: Any) -> TestClient:
     settings.setdefault("deal_room_update_group_seconds", 0.2)
+    settings.setdefault("slack_tier2_per_minute", 6000)  # Slack's pace, sped up; see test_pacing
     return await start_app(store, slack, dealbot_api_token=API, **settings)
 
 
@@ -255,3 +256,59 @@ async def test_crm_room_opens_a_room_by_hand_even_below_the_threshold(rooms: Roo
     assert "No deal" in hidden["text"] and len(rooms.rooms()) == 1
     [closed] = await world.command("room umbrella platform", who="rep_a")
     assert "won" in closed["text"] and len(rooms.rooms()) == 1
+
+
+# -- pacing and faults ---------------------------------------------------------------------------
+
+async def _create_rows(store: Store) -> list[OutboxItem]:
+    async with store.session() as s:
+        return list((await s.execute(select(OutboxItem).where(OutboxItem.operation == "room.create"))).scalars())
+
+
+def _staffed_and_pinned(world: Rooms, channel: Channel) -> bool:
+    return {slack_id("rep_a"), slack_id("se")} <= channel.members and len(world.pinned(channel)) == 1
+
+
+async def test_a_backfill_goes_at_the_platform_pace_never_faster_and_resumes_after_a_restart(
+        store: Store, org: Org, slack: SlackStandIn) -> None:
+    """Slack's Tier 2, sped up: the stand-in refuses a sixth call within any second, the bot is
+    told 4.5 a second. Ten deals at once: no 429, every room made once, no attempt used up."""
+    for method in ("conversations.create", "conversations.setTopic", "pins.add"):
+        slack.rate_limits[method] = 5
+    names = [f"Backfill {n}" for n in range(10)]
+    client = await start(store, slack, slack_tier2_per_minute=270)
+    world = Rooms(client, slack, store)
+    try:
+        await asyncio.gather(*(world.put_deal(f"O-bf-{n}", name=name) for n, name in enumerate(names)))
+        await world.wait_for(lambda: len(world.rooms()) >= 3)
+    finally:
+        await client.close()  # a restart part-way: the waiting rows keep their booked slots
+    made_before = len(world.rooms())
+    assert made_before < len(names), "the pace let everything through at once"
+    client = await start(store, slack, slack_tier2_per_minute=270)
+    world = Rooms(client, slack, store)
+    try:
+        await world.wait_for(lambda: len(world.rooms()) == len(names) and all(
+            _staffed_and_pinned(world, c) for c in world.rooms()), timeout=15)
+    finally:
+        await client.close()
+    assert sorted(c.name for c in world.rooms()) == sorted(f"deal-acme-backfill-{n}" for n in range(10))
+    assert [c.status for c in slack.calls if c.status == 429] == []
+    assert len([c for c in slack.called("conversations.create") if c.ok]) == len(names)
+    assert {(row.status, row.attempts) for row in await _create_rows(store)} == {("done", 0)}
+
+
+@pytest.mark.parametrize(("error", "status"), [("ratelimited", 429), ("internal_error", 500)])
+async def test_conversations_create_failing_still_ends_in_one_staffed_pinned_room(
+        rooms: Rooms, store: Store, error: str, status: int) -> None:
+    store.outbox.base_delay_s = 0.05  # back-off after a 5xx, shortened; a 429 waits its Retry-After
+    rooms.slack.fail_next("conversations.create", error, status, times=2)
+    await rooms.put_deal("O-flaky")
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme-renewal-2027"))
+    await rooms.wait_for(lambda: _staffed_and_pinned(rooms, channel))
+    await rooms.settled()
+    creates = rooms.slack.called("conversations.create")
+    assert [c.status for c in creates] == [status, status, 200] and len(rooms.rooms()) == 1
+    [row] = await _create_rows(store)
+    # A 429 pauses the pace and is no fault of the row; a 500 is a failed attempt, retried.
+    assert (row.status, row.attempts) == ("done", 0 if status == 429 else 2)

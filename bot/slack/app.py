@@ -52,22 +52,24 @@ EVENTS = ("message", "reaction_added", "reaction_removed", "member_joined_channe
           "tokens_revoked")
 
 
-def web_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client with retries on 429 (honouring Retry-After), connection errors and 5xx."""
+def web_client(settings: Settings, *, retries: bool = True) -> AsyncWebClient:
+    """The Web API client with retries on 429 (honouring Retry-After), connection errors and 5xx.
+
+    Without `retries`, for work done by the outbox: it retries itself, paced and idempotently
+    (a channel created by a call whose answer was lost is adopted, not created again), and a
+    sleep inside one call would hold up every other row."""
     assert settings.slack_bot_token is not None
-    return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
-        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-                        AsyncConnectionErrorRetryHandler(max_retry_count=2),
-                        AsyncServerErrorRetryHandler(max_retry_count=2)])
+    handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=3), AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                AsyncServerErrorRetryHandler(max_retry_count=2)] if retries else []
+    return AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url,
+                          retry_handlers=handlers)
 
 
 class SlackAdapter:
-    def __init__(self, store: Store, settings: Settings, dispatcher: Dispatcher, events: ChatEvents,
-                 client: AsyncWebClient | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, dispatcher: Dispatcher, events: ChatEvents) -> None:
         assert settings.slack_bot_token is not None
         self.store, self.settings, self.dispatcher, self.events = store, settings, dispatcher, events
-        self.client = client or web_client(settings)
+        self.client = web_client(settings)
         self.identity = SlackIdentity(self.client, store)
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         self.app = AsyncApp(

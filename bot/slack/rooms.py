@@ -33,8 +33,12 @@ class SlackRooms:
     platform = "slack"
     names = SLACK_NAMES
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, *, tier2_per_minute: float = 20.0) -> None:
         self.client = client
+        # Slack's Tier 2 methods (about 20 a minute each); the others are Tier 3 or more, and
+        # chat.postMessage allows about one a second per channel, which rooms stay far below.
+        self.limits = {call: tier2_per_minute for call in
+                       ("create_channel", "set_topic", "pin", "rename", "archive", "unarchive")}
         self._bot_user_id: str | None = None
 
     async def create_channel(self, name: str, *, private: bool) -> Channel:
