@@ -18,8 +18,9 @@ import typer
 from sqlalchemy import select
 
 from bot import csv_import
-from bot.settings import Settings, SettingsError, load_settings
-from bot.shell import SHELL_HELP, ShellAdapter, describe
+from bot.settings import Settings, SettingsError, load_settings, room_settings
+from bot.shell import SHELL_HELP, ShellAdapter, bot_post, describe
+from bot.shell_rooms import MemoryRooms
 from crm_store import Actor, Store
 from crm_store import admin_ops, demo, migrate
 from crm_store.deals import recent_entries
@@ -117,7 +118,12 @@ def shell(
             if email and not actor.is_mapped:
                 typer.echo(f"No CRM user has the email {email!r}.", err=True)
                 return 2
-            adapter = ShellAdapter(store, actor)
+            # Deal rooms only on the demo's throw-away file: channels live in memory, and the
+            # outbox that makes them would also take change events a server on a shared
+            # database is waiting for.
+            rooms = MemoryRooms(on_post=lambda channel, text: typer.echo(bot_post(channel, text))) \
+                if workdir else None
+            adapter = ShellAdapter(store, actor, rooms=rooms, room_settings=room_settings(settings))
             typer.echo(f"You are {describe(actor)}.")
             if workdir:
                 people = demo.FEATURED
@@ -127,7 +133,8 @@ def shell(
             if interactive:
                 typer.echo(SHELL_HELP + "\n")
             lines = _interactive_lines() if interactive else sys.stdin
-            await adapter.run(lines, typer.echo, echo=not interactive)
+            async with adapter:
+                await adapter.run(lines, typer.echo, echo=not interactive)
             return 0
         finally:
             await store.close()
