@@ -8,17 +8,17 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from sqlalchemy import select
 
 from bot import csv_import
-from bot.settings import Settings, SettingsError, load_settings, room_settings
+from bot.cli_rooms import rooms_app
+from bot.cli_support import progress_bar, settings_or_exit, setup_logging
+from bot.settings import room_settings
 from bot.shell import SHELL_HELP, ShellAdapter, bot_post, describe
 from bot.shell_rooms import MemoryRooms
 from crm_store import Actor, Store
@@ -27,29 +27,15 @@ from crm_store.deals import recent_entries
 from crm_store.models import Account
 from crm_store.sync import Who
 
-if TYPE_CHECKING:
-    from rich.progress import TaskID
-
 app = typer.Typer(help="Dealbot: a CRM inside Slack and Microsoft Teams.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 export_app = typer.Typer(help="Export data as CSV.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+app.add_typer(rooms_app, name="rooms")
 EXPORT_MAX_ENTRIES = 10_000_000
 log = logging.getLogger("dealbot")
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
-
-
-def _setup_logging(level: int = logging.WARNING) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 @app.command()
@@ -62,15 +48,15 @@ def serve(
     from bot.server import serve as run_server
 
     logs.setup(logging.INFO, structured=True)
-    settings = _settings()
+    settings = settings_or_exit()
     asyncio.run(run_server(settings, host, port))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Run the database migrations up to the newest schema."""
-    _setup_logging(logging.INFO)
-    settings = _settings()
+    setup_logging(logging.INFO)
+    settings = settings_or_exit()
 
     async def run() -> None:
         store = await Store.open(settings.database_url, upgrade=False)
@@ -99,8 +85,8 @@ def shell(
     as_email: str | None = typer.Option(None, "--as", help="Act as the CRM user with this email."),
 ) -> None:
     """A local console that behaves like a chat with Dealbot (reads piped input too)."""
-    _setup_logging()
-    settings = _settings()
+    setup_logging()
+    settings = settings_or_exit()
 
     async def run() -> int:
         workdir = tempfile.TemporaryDirectory(prefix="dealbot-demo-") if demo_data else None
@@ -163,27 +149,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-@contextmanager
-def _progress_bar() -> Iterator[Callable[[str, int, int], None] | None]:
-    """A rich progress bar on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    tasks: dict[str, TaskID] = {}
-    with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-
-        def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done, total=total)
-
-        yield update
-
-
 @app.command("import")
 def import_(
     kind: ImportKind = typer.Argument(..., help="What the file holds."),
@@ -195,13 +160,13 @@ def import_(
 
     Rows that cannot be imported are listed with line, column and reason, and written to FILE.rejected.csv; the rest is imported. Importing the same file again changes nothing. Columns: docs/CSV.md.
     """  # noqa: E501 (one paragraph, so that --help wraps it)
-    _setup_logging()
-    settings = _settings()
+    setup_logging()
+    settings = settings_or_exit()
 
     async def run() -> csv_import.ImportReport:
         store = await Store.open(settings.database_url)
         try:
-            with _progress_bar() as progress:
+            with progress_bar() as progress:
                 return await csv_import.import_csv(store, kind.value, file, _who(), default_currency=currency,
                                                    progress=progress)
         finally:
@@ -226,8 +191,8 @@ def duplicates(
                                          "case and accents are set aside)."),
 ) -> None:
     """List pairs of accounts that are probably the same company."""
-    _setup_logging()
-    settings = _settings()
+    setup_logging()
+    settings = settings_or_exit()
 
     async def run() -> list[admin_ops.DuplicatePair]:
         store = await Store.open(settings.database_url)
@@ -255,8 +220,8 @@ def merge(
     drop_id: str = typer.Argument(..., help="External id of the account merged into it."),
 ) -> None:
     """Merge account DROP_ID into KEEP_ID: its contacts and opportunities (with their timelines) move over."""
-    _setup_logging()
-    settings = _settings()
+    setup_logging()
+    settings = settings_or_exit()
 
     async def run() -> str:
         if keep_id == drop_id:
@@ -301,8 +266,8 @@ def export_timeline(
     """An opportunity's whole timeline as CSV (the columns of the API's format=csv), newest first."""
     from bot.api import CSV_COLUMNS, timeline_rows
 
-    _setup_logging()
-    settings = _settings()
+    setup_logging()
+    settings = settings_or_exit()
     admin = Actor(user_id=0, name="CLI", role="admin")
 
     async def run() -> list[list[str]] | None:

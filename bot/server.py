@@ -23,15 +23,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import api
 from bot.housekeeping import create_scheduler
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
-from bot.settings import Settings, room_settings
-from bot.slack.rooms import SlackRooms
+from bot.settings import Settings
+from bot.slack.rooms import slack_deal_rooms
 from crm_store import Store
-from bot.slack.app import SlackAdapter, web_client
+from bot.slack.app import SlackAdapter
 from crm_store.events import OpportunityChanged
 from deal_rooms.rooms import DealRooms
 from handlers.chat_events import ChatEvent, ChatEvents
 from handlers.dispatch import Dispatcher
-from handlers.rooms import RoomTexts
 
 log = logging.getLogger("dealbot.server")
 SLACK = web.AppKey("slack", SlackAdapter)
@@ -144,8 +143,7 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     app[ROOMS] = rooms = []
     if settings.slack_enabled:
         events = ChatEvents(store, count_event)
-        port = SlackRooms(web_client(settings, retries=False), tier2_per_minute=settings.slack_tier2_per_minute)
-        slack_rooms = DealRooms(store, port, RoomTexts(store), room_settings(settings))
+        slack_rooms = slack_deal_rooms(store, settings)
         rooms.append(slack_rooms)
         app[SLACK] = SlackAdapter(store, settings, Dispatcher(store, rooms={"slack": slack_rooms}), events)
         app.cleanup_ctx.append(_slack_lifetime)

@@ -99,6 +99,7 @@ class Outbox:
         self._sessions = sessions
         self._handlers: dict[tuple[str, str], Handler] = {}
         self._paces: dict[tuple[str, str], Pace] = {}
+        self._only: set[str] | None = None
         self.owner = worker_name()
         self.batch, self.lease_s, self.poll_s = batch, lease_s, poll_s
         self.local_batch = 5 * batch  # handed-over rows need no claim: fewer, larger completions
@@ -128,6 +129,15 @@ class Outbox:
                  "created_at": now} for q in items]
         await s.execute(insert_unless_present(s, OutboxItem, rows))
 
+    async def revive(self, s: AsyncSession, keys: list[str]) -> int:
+        """Give rows that failed for good another full set of attempts (their cause was fixed)."""
+        if not keys:
+            return 0
+        result = await s.execute(update(OutboxItem).where(OutboxItem.idempotency_key.in_(keys),
+                                                          OutboxItem.status == "failed")
+                                 .values(status="pending", attempts=0, next_attempt_at=utcnow(), slot_at=None))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     def wake(self, at: datetime | None = None) -> None:
         """New rows were committed: look now (or at `at`, when they fall due) rather than at the
         next poll."""
@@ -156,7 +166,10 @@ class Outbox:
 
     # -- running ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, platforms: set[str] | None = None) -> None:
+        """Work rows in the background; only `platforms`' rows when given (a CLI reconciling
+        Slack rooms leaves other work to the servers)."""
+        self._only = platforms
         if self._task is None:
             self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="outbox")
@@ -224,7 +237,7 @@ class Outbox:
         now = utcnow()
         due = and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now,
                    or_(OutboxItem.locked_until.is_(None), OutboxItem.locked_until < now),
-                   OutboxItem.platform.in_({platform for platform, _ in self._handlers}))
+                   OutboxItem.platform.in_({p for p, _ in self._handlers if self._only is None or p in self._only}))
         # Pick candidates (PostgreSQL skips rows other workers hold), then take them with an
         # UPDATE that re-checks `due`: of two workers racing for a row exactly one gets it.
         pick = select(OutboxItem.id).where(due).order_by(OutboxItem.id).limit(self.batch) \

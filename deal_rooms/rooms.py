@@ -74,6 +74,16 @@ class RoomMessages(Protocol):
     def closing(self, opportunity: Opportunity, opened_at: datetime, decisions: int) -> Any: ...
 
 
+@dataclass
+class RoomPlan:
+    """Deals whose rooms are behind, with their room row when there is one."""
+
+    create: list[tuple[Opportunity, DealRoom | None]] = field(default_factory=list)
+    close: list[tuple[Opportunity, DealRoom]] = field(default_factory=list)
+    reopen: list[tuple[Opportunity, DealRoom]] = field(default_factory=list)
+    live: list[tuple[Opportunity, DealRoom]] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     operation: str
@@ -107,44 +117,83 @@ class DealRooms:
         """Bring the deal's room in line with the deal: claim it, or queue what it is missing.
 
         `requested_by` (``/crm room``) makes a room even for a deal below the policy."""
+        room, _ = await self._react(opportunity_id, requested_by)
+        return room
+
+    async def _react(self, opportunity_id: int, requested_by: int | None = None) -> tuple[DealRoom | None, list[Op]]:
         async with self.store.transaction(renames=False) as s:
             opp = await _opportunity(s, opportunity_id)
             if opp is None:
-                return None
+                return None, []
             room = await self._room(s, opportunity_id)
             if room is None:
                 if requested_by is None and not self.settings.policy.qualifies(opp):
-                    return None
+                    return None, []
                 room = await self._claim(s, opp, requested_by)
                 if room is None:
-                    return await self._room(s, opportunity_id)  # another delivery claimed it first
+                    return await self._room(s, opportunity_id), []  # another delivery claimed it first
             ops = self._missing(opp, room)
             await self._enqueue(s, ops)
         self._wake(ops)
-        return room
+        return room, ops
 
     def _wake(self, ops: Sequence[Op]) -> None:
         for op in ops:
             self.store.outbox.wake(op.due)
 
-    async def sweep(self) -> int:
-        """Reconcile every deal whose room may be behind: open deals above the lowest threshold
-        without a room, and rooms whose deal closed or reopened. Returns the deals looked at."""
+    async def plan(self) -> RoomPlan:
+        """What reconciling would do: rooms to create (or finish creating), to close, to reopen,
+        and the live rooms whose members it would check."""
         policy = self.settings.policy
         lowest = min([policy.min_amount, *policy.min_amounts.values()])
         has_room = select(DealRoom.opportunity_id).where(DealRoom.platform == self.platform)
+        roomless = select(Opportunity.id).where(Opportunity.status == DealStatus.open.value,
+                                                Opportunity.amount >= lowest, Opportunity.id.not_in(has_room))
+        plan = RoomPlan()
         async with self.store.session() as s:
-            roomless = select(Opportunity.id).where(Opportunity.status == DealStatus.open.value,
-                                                    Opportunity.amount >= lowest, Opportunity.id.not_in(has_room))
-            behind = select(DealRoom.opportunity_id).join(Opportunity).where(
-                DealRoom.platform == self.platform,
-                ((DealRoom.status.in_(LIVE) & (Opportunity.status != DealStatus.open.value))
-                 | (DealRoom.status.in_(("closed", "archived")) & (Opportunity.status == DealStatus.open.value))
-                 | DealRoom.status.in_(WAITING)))
-            ids = sorted({*(await s.execute(roomless)).scalars(), *(await s.execute(behind)).scalars()})
-        for opportunity_id in ids:
-            await self.react(opportunity_id)
-        return len(ids)
+            for opportunity_id in (await s.execute(roomless)).scalars():
+                opp = await _opportunity(s, opportunity_id)
+                if opp is not None and policy.qualifies(opp):
+                    plan.create.append((opp, None))
+            rooms = (await s.execute(select(DealRoom).where(
+                DealRoom.platform == self.platform, DealRoom.status.in_((*WAITING, *LIVE, "closed", "archived")))
+                .order_by(DealRoom.id))).scalars().all()
+            for room in rooms:
+                opp = await _opportunity(s, room.opportunity_id)
+                assert opp is not None
+                is_open = opp.status == DealStatus.open.value
+                if room.status in WAITING:
+                    plan.create.append((opp, room))
+                elif room.status in LIVE:
+                    (plan.live if is_open else plan.close).append((opp, room))
+                elif is_open:
+                    plan.reopen.append((opp, room))
+        return plan
+
+    async def sweep(self) -> int:
+        """Reconcile every deal whose room is behind (the periodic job). Returns how many."""
+        plan = await self.plan()
+        behind = [opp.id for opp, _ in (*plan.create, *plan.close, *plan.reopen)]
+        for opportunity_id in behind:
+            await self._react(opportunity_id)
+        return len(behind)
+
+    async def sync(self) -> list[str]:
+        """Reconcile now, as `dealbot rooms sync` does: what the sweep does, plus a members check
+        of every live room, and operations that had failed for good are given another chance
+        (the cause may be fixed: a scope granted, a name freed). Returns the outbox keys to watch."""
+        plan = await self.plan()
+        ops: list[Op] = []
+        for opp, _ in (*plan.create, *plan.close, *plan.reopen):
+            ops += (await self._react(opp.id))[1]
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+        checks = [Op("room.staff", f"room.staff:{room.id}:sync:{stamp}", {"room_id": room.id}) for _, room in plan.live]
+        keys = [f"{self.platform}:{op.key}" for op in (*ops, *checks)]
+        async with self.store.transaction(renames=False) as s:
+            await self._enqueue(s, checks)
+            await self.store.outbox.revive(s, keys)
+        self.store.outbox.wake()
+        return keys
 
     def _missing(self, opp: Opportunity, room: DealRoom) -> list[Op]:
         ref = {"room_id": room.id}

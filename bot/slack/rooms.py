@@ -15,8 +15,13 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.settings import Settings, room_settings
+from bot.slack.app import web_client
 from bot.slack.identity import TOKEN_ERRORS
 from bot.slack.render import render
+from crm_store import Store
+from deal_rooms.rooms import DealRooms
+from handlers.rooms import RoomTexts
 from deal_rooms.port import SLACK_NAMES, Channel, ChannelGone, NameTaken, PlatformError, RateLimited, Refused
 from handlers.reply import Reply
 
@@ -27,6 +32,13 @@ REFUSED = TOKEN_ERRORS | {"missing_scope", "restricted_action", "invalid_argumen
                           "invalid_name_specials", "invalid_name_maxlength", "invalid_name_required",
                           "no_permission", "user_is_restricted"}
 ALREADY = frozenset({"already_in_channel", "already_pinned", "already_archived", "not_archived"})
+
+
+def slack_deal_rooms(store: Store, settings: Settings) -> DealRooms:
+    """Deal rooms on Slack, as the server and the CLI run them: a Web API client that leaves
+    retries to the outbox, paced at the workspace's Tier 2."""
+    port = SlackRooms(web_client(settings, retries=False), tier2_per_minute=settings.slack_tier2_per_minute)
+    return DealRooms(store, port, RoomTexts(store), room_settings(settings))
 
 
 class SlackRooms:
