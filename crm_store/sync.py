@@ -8,6 +8,10 @@ history), stale (older than what is stored: ignored) or error (with the field na
 Every real change of an opportunity's stage, amount, close date, owner, status or team becomes
 a history row, a timeline entry and an event row in the outbox, all in the same transaction, so
 a crash between commit and the reaction (deal rooms) loses nothing.
+
+The stored rows a chunk compares against are read ``FOR UPDATE`` (in id order, so two writers
+cannot deadlock on them): on PostgreSQL the same change sent to two replicas at once is then
+recorded once, the second writer seeing it as unchanged. SQLite has one writer at a time anyway.
 """
 
 from __future__ import annotations
@@ -124,7 +128,8 @@ class Sync:
 
     async def _users(self, s: AsyncSession, items: list[tuple[str, Record]]) -> list[ItemResult]:
         emails = {k for k, _ in items} | {r.manager_email for _, r in items if isinstance(r, UserRecord) and r.manager_email}
-        known = {u.email: u for u in (await s.execute(select(User).where(User.email.in_(emails)))).scalars()}
+        known = {u.email: u for u in (await s.execute(
+            select(User).where(User.email.in_(emails)).order_by(User.id).with_for_update())).scalars()}
         erased = {u.email for u in (await s.execute(
             select(User).where(User.email.in_([erased_email(k) for k, _ in items])))).scalars()}
         failing = _unresolvable_managers(items, known)
@@ -172,7 +177,8 @@ class Sync:
     async def _accounts(self, s: AsyncSession, items: list[tuple[str, Record]]) -> list[ItemResult]:
         owners = await _users_by_email(s, {r.owner_email for _, r in items if isinstance(r, AccountRecord) and r.owner_email})
         existing = {a.external_id: a for a in (await s.execute(
-            select(Account).where(Account.external_id.in_([k for k, _ in items])))).scalars()}
+            select(Account).where(Account.external_id.in_([k for k, _ in items]))
+            .order_by(Account.id).with_for_update())).scalars()}
         index = await self.store.names.get("account")
         new_domains = {r.domain for k, r in items if isinstance(r, AccountRecord) and r.domain and k not in existing}
         by_domain: dict[str, list[Account]] = {}
@@ -228,7 +234,8 @@ class Sync:
     async def _contacts(self, s: AsyncSession, items: list[tuple[str, Record]]) -> list[ItemResult]:
         accounts = await _accounts_by_external_id(s, {r.account_external_id for _, r in items if isinstance(r, ContactRecord)})
         existing = {c.external_id: c for c in (await s.execute(
-            select(Contact).where(Contact.external_id.in_([k for k, _ in items])))).scalars()}
+            select(Contact).where(Contact.external_id.in_([k for k, _ in items]))
+            .order_by(Contact.id).with_for_update())).scalars()}
         new_emails = {r.email for k, r in items if isinstance(r, ContactRecord) and r.email and k not in existing}
         same_email: dict[str, list[tuple[str, str]]] = {}
         if new_emails:
@@ -270,7 +277,8 @@ class Sync:
                 Opportunity.currency, Opportunity.stage, Opportunity.probability, Opportunity.close_date,
                 Opportunity.owner_id, Opportunity.status, Opportunity.source_updated_at]
         existing = {row.external_id: row for row in (await s.execute(
-            select(*cols).where(Opportunity.external_id.in_([k for k, _ in recs])))).mappings()}
+            select(*cols).where(Opportunity.external_id.in_([k for k, _ in recs]))
+            .order_by(Opportunity.id).with_for_update())).mappings()}
         teams: dict[int, set[int]] = {}
         if existing:
             ids = [row.id for row in existing.values()]

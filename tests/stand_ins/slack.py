@@ -20,9 +20,10 @@ import json
 import re
 import secrets
 import asyncio
+import inspect
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -330,6 +331,9 @@ class SlackStandIn:
         self._sockets: list[web.WebSocketResponse] = []
         self._tickets: set[str] = set()
         self.socket_acks: dict[str, dict[str, Any]] = {}
+        # Called with each Web API call once it is recorded (its state change made) and before its
+        # HTTP answer goes out: a test can act "between Slack doing it and the app hearing of it".
+        self.before_answer: Callable[[Call], Awaitable[None] | None] | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "apps.connections.open": self._apps_connections_open,
@@ -480,7 +484,12 @@ class SlackStandIn:
             body = {"ok": False, "error": refusal.error, **refusal.extra}
             if status == 429:
                 headers["Retry-After"] = str(self.retry_after_s)
-        self.calls.append(Call(method, args, status, body["ok"], body.get("error")))
+        call = Call(method, args, status, body["ok"], body.get("error"))
+        self.calls.append(call)
+        if self.before_answer is not None:
+            pending = self.before_answer(call)
+            if inspect.isawaitable(pending):
+                await pending
         if method == "auth.test" and body["ok"]:
             headers["X-OAuth-Scopes"] = "chat:write,channels:manage,groups:write,im:write,users:read"
         return web.json_response(body, status=status, headers=headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -225,3 +226,20 @@ def test_records_refuse_nul_characters() -> None:
     for bad in ({"name": "Acme\x00 Corp"}, {"name": "Acme", "industry": "\x00"}, {"name": "A", "domain": "a\x00.com"}):
         with pytest.raises(ValidationError):
             AccountRecord.model_validate(bad)
+
+
+async def test_the_same_change_from_two_replicas_at_once_is_recorded_once(store: Store, db_url: str, org: Org) -> None:
+    """Two stores (as two replicas have) apply one change concurrently: the second writer waits for
+    the first and sees nothing left to change."""
+    await Sync(store, Who("api", "test")).upsert("opportunities", [("BIG", deal())])
+    other = await Store.open(db_url, upgrade=False)
+    try:
+        change = deal(amount="150000", stage="Negotiation")
+        results = await asyncio.gather(*(Sync(s, Who("api", "test")).upsert("opportunities", [("BIG", change)])
+                                         for s in (store, other, store, other)))
+    finally:
+        await other.close()
+    assert sorted(r[0].status for r in results) == ["unchanged", "unchanged", "unchanged", "updated"]
+    async with store.session() as s:
+        kinds = sorted(e.kind for e in (await s.execute(select(TimelineEntry))).scalars())
+    assert kinds == ["amount_change", "stage_change"] and await count(store, OpportunityHistory) == 2
