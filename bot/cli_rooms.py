@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.cli_support import Progress, progress_bar, settings_or_exit, setup_logging
 from bot.settings import Settings
@@ -31,8 +31,9 @@ from handlers.format import clip, money
 rooms_app = typer.Typer(help="Deal rooms: reconcile them with the CRM, list them.", no_args_is_help=True)
 WATCH_EVERY_S = 0.5
 PLAIN_PROGRESS_EVERY_S = 5.0
-FOLLOW_UPS = ("room.staff", "room.card")  # what a created or reopened room is owed before it is ready
+FOLLOW_UPS = ("room.staff", "room.card", "room.pin")  # what a created or reopened room is owed before it is ready
 KEY_CHUNK = 500
+SYNC_MARK = ":sync:"  # in the keys of the members checks a sync queues (counted with its own keys)
 SHOWN = 10
 
 
@@ -88,7 +89,7 @@ async def _sync(settings: Settings, dry_run: bool) -> int:
             with progress_bar() as progress:
                 rows = await _watch(store, rooms.platform, keys, started, progress)
         finally:
-            await store.outbox.stop(drain_timeout_s=5)
+            await store.outbox.stop(drain_timeout_s=0)  # stop now; what is left stays queued
         typer.echo(_report(rows))
         return 1 if any(row.status == "failed" for row in rows) else 0
     finally:
@@ -97,31 +98,46 @@ async def _sync(settings: Settings, dry_run: bool) -> int:
 
 async def _watch(store: Store, platform: str, keys: list[str], started: datetime,
                  progress: Progress | None) -> list[OutboxItem]:
-    """Wait until the sync's rows, and the follow-ups of the rooms it made, are done or failed."""
+    """Wait until the sync's rows, and the follow-ups of the rooms it made, are done or failed;
+    then return them all for the report."""
     shown_at, shown = 0.0, -1
     while True:
-        rows = await _rows(store, platform, keys, started)
-        finished = sum(row.status != "pending" for row in rows)
+        finished, total = await _counts(store, platform, keys, started)
         if progress is not None:
-            progress("Deal rooms", finished, len(rows))
+            progress("Deal rooms", finished, total)
         elif finished != shown and time.monotonic() - shown_at >= PLAIN_PROGRESS_EVERY_S:
-            print(f"deal rooms: {finished} of {len(rows)} operations done", file=sys.stderr, flush=True)
+            print(f"deal rooms: {finished} of {total} operations done", file=sys.stderr, flush=True)
             shown_at, shown = time.monotonic(), finished
-        if finished == len(rows):
-            return rows
+        if finished == total:
+            return await _rows(store, platform, keys, started)
         await asyncio.sleep(WATCH_EVERY_S)
+
+
+def _watched(platform: str, keys: list[str], started: datetime) -> list[Any]:
+    """Conditions for the rows a sync watches: its own keys (in chunks), and follow-ups."""
+    chunks = [OutboxItem.idempotency_key.in_(keys[at:at + KEY_CHUNK]) for at in range(0, len(keys), KEY_CHUNK)]
+    follow_ups = (OutboxItem.platform == platform) & (OutboxItem.created_at >= started) \
+        & OutboxItem.operation.in_(FOLLOW_UPS) & ~OutboxItem.idempotency_key.contains(SYNC_MARK)
+    return [*chunks, follow_ups]
+
+
+async def _counts(store: Store, platform: str, keys: list[str], started: datetime) -> tuple[int, int]:
+    """(finished, total) of the watched rows, counted in the database (the watch polls often)."""
+    finished = total = 0
+    async with store.session() as s:
+        for where in _watched(platform, keys, started):
+            for status, n in await s.execute(select(OutboxItem.status, func.count()).where(where)
+                                             .group_by(OutboxItem.status)):
+                total += n
+                finished += n if status != "pending" else 0
+    return finished, total
 
 
 async def _rows(store: Store, platform: str, keys: list[str], started: datetime) -> list[OutboxItem]:
     found: dict[int, OutboxItem] = {}
     async with store.session() as s:
-        for at in range(0, len(keys), KEY_CHUNK):
-            chunk = keys[at:at + KEY_CHUNK]
-            found.update((row.id, row) for row in (await s.execute(
-                select(OutboxItem).where(OutboxItem.idempotency_key.in_(chunk)))).scalars())
-        follow_ups = select(OutboxItem).where(OutboxItem.platform == platform, OutboxItem.created_at >= started,
-                                              OutboxItem.operation.in_(FOLLOW_UPS))
-        found.update((row.id, row) for row in (await s.execute(follow_ups)).scalars())
+        for where in _watched(platform, keys, started):
+            found.update((row.id, row) for row in (await s.execute(select(OutboxItem).where(where))).scalars())
     return sorted(found.values(), key=lambda row: row.id)
 
 

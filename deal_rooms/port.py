@@ -8,8 +8,11 @@ the room lifecycle decides what to retry without knowing any SDK.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +35,26 @@ class Channel:
     name: str
     archived: bool = False
     created_by_us: bool = False
+
+
+class Spacing:
+    """One call at a time, each started at least `interval_s` after the previous one started.
+    The outbox books slots shared by every replica; this keeps one process's calls apart even
+    when a slot's work ran late (a late call and a punctual one would make a burst)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = -interval_s
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self._lock:
+            wait = self._last + self.interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last = time.monotonic()
+            yield
 
 
 class PlatformError(Exception):

@@ -48,9 +48,10 @@ log = logging.getLogger("dealbot.deal_rooms")
 UPDATE_KINDS = ("stage_change", "amount_change", "close_date_change", "owner_change", "won", "lost",
                 "reopened", "team_change")
 # The rate-limited port call each operation makes (at most once), so the outbox paces it.
-PACED_CALLS = {"room.create": "create_channel", "room.card": "set_topic", "room.refresh": "set_topic",
-               "room.archive": "archive", "room.reopen": "unarchive"}
+PACED_CALLS = {"room.create": "create_channel", "room.card": "set_topic", "room.pin": "pin",
+               "room.refresh": "set_topic", "room.archive": "archive", "room.reopen": "unarchive"}
 LIVE = ("active",)
+CHUNK = 500
 WAITING = ("claimed", "creating")
 
 
@@ -99,7 +100,8 @@ class DealRooms:
         self.store, self.port, self.messages, self.settings = store, port, messages, settings
         self.platform = port.platform
         for operation, handler in (("room.create", self._create), ("room.staff", self._staff),
-                                   ("room.card", self._card), ("room.refresh", self._refresh),
+                                   ("room.card", self._card), ("room.pin", self._pin),
+                                   ("room.refresh", self._refresh),
                                    ("room.close", self._close), ("room.archive", self._archive),
                                    ("room.reopen", self._reopen)):
             store.outbox.register(self.platform, operation, handler)
@@ -151,23 +153,21 @@ class DealRooms:
                                                 Opportunity.amount >= lowest, Opportunity.id.not_in(has_room))
         plan = RoomPlan()
         async with self.store.session() as s:
-            for opportunity_id in (await s.execute(roomless)).scalars():
-                opp = await _opportunity(s, opportunity_id)
-                if opp is not None and policy.qualifies(opp):
-                    plan.create.append((opp, None))
+            candidates = await _opportunities(s, list((await s.execute(roomless)).scalars()))
+            plan.create += [(opp, None) for opp in candidates.values() if policy.qualifies(opp)]
             rooms = (await s.execute(select(DealRoom).where(
                 DealRoom.platform == self.platform, DealRoom.status.in_((*WAITING, *LIVE, "closed", "archived")))
                 .order_by(DealRoom.id))).scalars().all()
-            for room in rooms:
-                opp = await _opportunity(s, room.opportunity_id)
-                assert opp is not None
-                is_open = opp.status == DealStatus.open.value
-                if room.status in WAITING:
-                    plan.create.append((opp, room))
-                elif room.status in LIVE:
-                    (plan.live if is_open else plan.close).append((opp, room))
-                elif is_open:
-                    plan.reopen.append((opp, room))
+            deals = await _opportunities(s, [room.opportunity_id for room in rooms])
+        for room in rooms:
+            opp = deals[room.opportunity_id]
+            is_open = opp.status == DealStatus.open.value
+            if room.status in WAITING:
+                plan.create.append((opp, room))
+            elif room.status in LIVE:
+                (plan.live if is_open else plan.close).append((opp, room))
+            elif is_open:
+                plan.reopen.append((opp, room))
         return plan
 
     async def sweep(self) -> int:
@@ -187,7 +187,7 @@ class DealRooms:
         for opp, _ in (*plan.create, *plan.close, *plan.reopen):
             ops += (await self._react(opp.id))[1]
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
-        checks = [Op("room.staff", f"room.staff:{room.id}:sync:{stamp}", {"room_id": room.id}) for _, room in plan.live]
+        checks = [Op("room.staff", f"room.staff:{room.id}:sync:{stamp}", _about(room)) for _, room in plan.live]
         keys = [f"{self.platform}:{op.key}" for op in (*ops, *checks)]
         async with self.store.transaction(renames=False) as s:
             await self._enqueue(s, checks)
@@ -196,7 +196,7 @@ class DealRooms:
         return keys
 
     def _missing(self, opp: Opportunity, room: DealRoom) -> list[Op]:
-        ref = {"room_id": room.id}
+        ref = _about(room)
         if room.status in WAITING:
             return [Op("room.create", f"room.create:{opp.id}", ref)]
         closed_key = (opp.closed_at or opp.updated_at).isoformat()
@@ -217,13 +217,13 @@ class DealRooms:
     def _staffing(self, opp: Opportunity, room: DealRoom) -> Op:
         ids = sorted(p.id for p in self._people(opp))
         digest = hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()[:12]
-        return Op("room.staff", f"room.staff:{room.id}:{digest}", {"room_id": room.id})
+        return Op("room.staff", f"room.staff:{room.id}:{digest}", _about(room))
 
     def _refreshing(self, room: DealRoom) -> Op:
         window = self.settings.group_window.total_seconds()
         slot = int(utcnow().timestamp() // window) + 1
         due = datetime.fromtimestamp(slot * window, timezone.utc)
-        return Op("room.refresh", f"room.refresh:{room.id}:{slot}", {"room_id": room.id}, due)
+        return Op("room.refresh", f"room.refresh:{room.id}:{slot}", _about(room), due)
 
     async def _claim(self, s: AsyncSession, opp: Opportunity, requested_by: int | None) -> DealRoom | None:
         claim = {"opportunity_id": opp.id, "platform": self.platform, "status": "claimed",
@@ -270,7 +270,7 @@ class DealRooms:
             return {"cancelled": True}
         with _platform_errors():
             channel = await self._adopt(room) or await self._make(room, opp)
-        await self._save(room.id, [self._staffing(opp, room), Op("room.card", f"room.card:{room.id}", {"room_id": room.id})],
+        await self._save(room.id, [self._staffing(opp, room), Op("room.card", f"room.card:{room.id}", _about(room))],
                          channel_id=channel.id, channel_name=channel.name, status="active")
         log.info("deal room created", extra={"opportunity_id": opp.id, "platform": self.platform})
         return {"channel_id": channel.id, "name": channel.name}
@@ -298,6 +298,9 @@ class DealRooms:
                 return await self.port.create_channel(name, private=self.settings.private)
             except NameTaken:
                 continue
+            except (RateLimited, Refused):
+                await self._save(room.id, status="claimed")  # surely not made: no lookup next time
+                raise
         raise GiveUp(f"no free channel name for {base!r}")
 
     async def _staff(self, item: Claimed) -> dict[str, Any] | None:
@@ -319,6 +322,8 @@ class DealRooms:
         return {"invited": to_invite, "absent": [p.id for p in absent]}
 
     async def _card(self, item: Claimed) -> dict[str, Any] | None:
+        """Topic and card; a new card's pin is its own operation, so a failed pin is retried
+        alone (and each operation makes at most one rate-limited call)."""
         room, opp = await self._load(item)
         if room.status not in LIVE or room.channel_id is None:
             return {"skipped": room.status}
@@ -329,9 +334,20 @@ class DealRooms:
                 await self.port.update(room.channel_id, room.pinned_message_ref, card)
                 return {"updated": room.pinned_message_ref}
             ref = await self.port.post(room.channel_id, card)
-            await self._save(room.id, pinned_message_ref=ref)
-            await self.port.pin(room.channel_id, ref)
-        return {"pinned": ref}
+        await self._save(room.id, [Op("room.pin", f"room.pin:{room.id}:{ref}", {**_about(room), "ref": ref})],
+                         pinned_message_ref=ref)
+        return {"posted": ref}
+
+    async def _pin(self, item: Claimed) -> dict[str, Any] | None:
+        async with self.store.session() as s:
+            room = await s.get(DealRoom, item.payload["room_id"])
+        if room is None:
+            raise GiveUp("the room row is gone")
+        if room.status not in LIVE or room.channel_id is None:
+            return {"skipped": room.status}
+        with _platform_errors():
+            await self.port.pin(room.channel_id, item.payload["ref"])
+        return {"pinned": item.payload["ref"]}
 
     async def _refresh(self, item: Claimed) -> dict[str, Any] | None:
         """Post what changed since the last update, follow a renamed deal, refresh topic and card."""
@@ -405,7 +421,7 @@ class DealRooms:
             await self.port.post(room.channel_id, self.messages.closing(opp, room.created_at, int(decisions)))
             if room.pinned_message_ref:
                 await self.port.update(room.channel_id, room.pinned_message_ref, await self.messages.card(opp))
-        archive = Op("room.archive", f"room.archive:{item.idempotency_key}", {"room_id": room.id},
+        archive = Op("room.archive", f"room.archive:{item.idempotency_key}", _about(room),
                      utcnow() + self.settings.archive_delay)
         await self._save(room.id, [archive], status="closed")
         return {"decisions": int(decisions)}
@@ -435,6 +451,12 @@ class DealRooms:
         return {"reopened": True}
 
 
+def _about(room: DealRoom) -> dict[str, Any]:
+    """An operation's payload: its room, and the room as its outbox lane (one room's operations
+    run in order; different rooms' side by side)."""
+    return {"room_id": room.id, "lane": f"room:{room.id}"}
+
+
 def _first(names: Any, n: int) -> list[str]:
     return [name for _, name in zip(range(n), names)]
 
@@ -450,7 +472,20 @@ def _platform_errors() -> Iterator[None]:
         raise GiveUp(str(error)) from error
 
 
+def _with_people(query: Any) -> Any:
+    return query.options(selectinload(Opportunity.account), selectinload(Opportunity.owner).selectinload(User.manager),
+                         selectinload(Opportunity.team).selectinload(DealTeamMember.user))
+
+
 async def _opportunity(s: AsyncSession, opportunity_id: int) -> Opportunity | None:
-    return (await s.execute(select(Opportunity).where(Opportunity.id == opportunity_id).options(
-        selectinload(Opportunity.account), selectinload(Opportunity.owner).selectinload(User.manager),
-        selectinload(Opportunity.team).selectinload(DealTeamMember.user)))).scalar_one_or_none()
+    return (await s.execute(_with_people(select(Opportunity).where(Opportunity.id == opportunity_id)))
+            ).scalar_one_or_none()
+
+
+async def _opportunities(s: AsyncSession, ids: list[int]) -> dict[int, Opportunity]:
+    """Many deals with their people, a few queries per chunk (the sweep looks at every room)."""
+    found: dict[int, Opportunity] = {}
+    for at in range(0, len(ids), CHUNK):
+        query = _with_people(select(Opportunity).where(Opportunity.id.in_(ids[at:at + CHUNK])).order_by(Opportunity.id))
+        found.update((opp.id, opp) for opp in (await s.execute(query)).scalars())
+    return found

@@ -5,6 +5,7 @@ them: form-encoded slash commands, ``payload=`` interactivity and JSON event cal
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
 import time
@@ -108,10 +109,13 @@ class SlackWorld:
 
 
 async def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll `check` until it returns something truthy (which is returned), or fail the test."""
+    """Poll `check` (a function, or a coroutine function) until it returns something truthy
+    (which is returned), or fail the test."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         assert time.monotonic() < deadline, "timed out waiting for the bot"

@@ -167,6 +167,11 @@ async def test_the_same_change_delivered_twenty_times_gives_one_room_and_one_inv
         assert len((await s.execute(select(DealRoom))).scalars().all()) == 1
 
 
+async def room_status(store: Store, status: str) -> bool:
+    async with store.session() as s:
+        return (await s.execute(select(DealRoom.status))).scalar_one() == status
+
+
 def texts_in(rooms: Rooms, channel: Channel) -> list[str]:
     return [m.text for m in rooms.slack.messages.get(channel.id, [])]
 
@@ -214,8 +219,7 @@ async def test_a_won_deal_gets_a_closing_summary_then_the_room_is_archived_and_r
         summary = await world.wait_for(lambda: next((t for t in texts_in(world, channel) if "was won" in t), None))
         assert "$275,000" in summary and "0 decisions" in summary and "0 days" in summary
         await world.wait_for(lambda: channel.is_archived)
-        async with store.session() as s:
-            assert (await s.execute(select(DealRoom.status))).scalar_one() == "archived"
+        await world.wait_for(lambda: room_status(store, "archived"))  # recorded after Slack did it
         await world.put_deal("O-win", stage="Negotiation", status="open")  # reopened
         await world.wait_for(lambda: not channel.is_archived)
         await world.settled()
@@ -312,3 +316,14 @@ async def test_conversations_create_failing_still_ends_in_one_staffed_pinned_roo
     [row] = await _create_rows(store)
     # A 429 pauses the pace and is no fault of the row; a 500 is a failed attempt, retried.
     assert (row.status, row.attempts) == ("done", 0 if status == 429 else 2)
+
+
+async def test_a_failed_pin_is_retried_alone_and_the_card_is_posted_once(rooms: Rooms, store: Store) -> None:
+    store.outbox.base_delay_s = 0.05
+    rooms.slack.fail_next("pins.add", "internal_error", 500)
+    await rooms.put_deal("O-pin")
+    channel = await rooms.wait_for(lambda: rooms.room("deal-acme-renewal-2027"))
+    await rooms.wait_for(lambda: rooms.pinned(channel))
+    await rooms.settled()
+    assert [c.status for c in rooms.slack.called("pins.add")] == [500, 200]
+    assert len([c for c in rooms.slack.called("chat.postMessage") if c.args.get("channel") == channel.id]) == 1

@@ -22,7 +22,8 @@ from bot.slack.render import render
 from crm_store import Store
 from deal_rooms.rooms import DealRooms
 from handlers.rooms import RoomTexts
-from deal_rooms.port import SLACK_NAMES, Channel, ChannelGone, NameTaken, PlatformError, RateLimited, Refused
+from crm_store.outbox import PACE_MARGIN
+from deal_rooms.port import SLACK_NAMES, Channel, ChannelGone, NameTaken, PlatformError, RateLimited, Refused, Spacing
 from handlers.reply import Reply
 
 MAX_TOPIC = 250
@@ -31,6 +32,7 @@ GONE = frozenset({"channel_not_found", "is_archived", "not_in_channel", "method_
 REFUSED = TOKEN_ERRORS | {"missing_scope", "restricted_action", "invalid_arguments", "invalid_name",
                           "invalid_name_specials", "invalid_name_maxlength", "invalid_name_required",
                           "no_permission", "user_is_restricted"}
+TIER2 = ("create_channel", "set_topic", "pin", "rename", "archive", "unarchive")  # about 20 a minute each
 ALREADY = frozenset({"already_in_channel", "already_pinned", "already_archived", "not_archived"})
 
 
@@ -47,14 +49,19 @@ class SlackRooms:
 
     def __init__(self, client: AsyncWebClient, *, tier2_per_minute: float = 20.0) -> None:
         self.client = client
-        # Slack's Tier 2 methods (about 20 a minute each); the others are Tier 3 or more, and
-        # chat.postMessage allows about one a second per channel, which rooms stay far below.
-        self.limits = {call: tier2_per_minute for call in
-                       ("create_channel", "set_topic", "pin", "rename", "archive", "unarchive")}
+        # Slack's Tier 2 methods are paced; the others are Tier 3 or more, and chat.postMessage
+        # allows about one a second per channel, which rooms stay far below.
+        self.limits = {call: tier2_per_minute for call in TIER2}
+        self._spacing = {call: Spacing(60.0 / tier2_per_minute * PACE_MARGIN) for call in TIER2}
         self._bot_user_id: str | None = None
 
+    @asynccontextmanager
+    async def _tier2(self, call: str) -> AsyncIterator[None]:
+        async with self._spacing[call].turn(), _translated():
+            yield
+
     async def create_channel(self, name: str, *, private: bool) -> Channel:
-        async with _translated():
+        async with self._tier2("create_channel"):
             answer = await self.client.conversations_create(name=name, is_private=private)
         return Channel(answer["channel"]["id"], answer["channel"]["name"], created_by_us=True)
 
@@ -119,23 +126,23 @@ class SlackRooms:
             await self.client.chat_update(channel=channel_id, ts=message_ref, text=rendered.text, blocks=rendered.blocks)
 
     async def pin(self, channel_id: str, message_ref: str) -> None:
-        async with _translated():
+        async with self._tier2("pin"):
             await self.client.pins_add(channel=channel_id, timestamp=message_ref)
 
     async def set_topic(self, channel_id: str, topic: str) -> None:
-        async with _translated():
+        async with self._tier2("set_topic"):
             await self.client.conversations_setTopic(channel=channel_id, topic=topic[:MAX_TOPIC])
 
     async def rename(self, channel_id: str, name: str) -> None:
-        async with _translated():
+        async with self._tier2("rename"):
             await self.client.conversations_rename(channel=channel_id, name=name)
 
     async def archive(self, channel_id: str) -> None:
-        async with _translated():
+        async with self._tier2("archive"):
             await self.client.conversations_archive(channel=channel_id)
 
     async def unarchive(self, channel_id: str) -> None:
-        async with _translated():
+        async with self._tier2("unarchive"):
             await self.client.conversations_unarchive(channel=channel_id)
 
     async def _channel(self, raw: dict[str, Any]) -> Channel:

@@ -296,6 +296,7 @@ class SlackStandIn:
         team_id: str = "T0TEST",
         bot_user_id: str = "U0BOT",
         rate_limits: dict[str, int] | None = None,
+        rate_window_s: float = 1.0,
         retry_after_s: int = 1,
     ) -> None:
         self.bot_token = bot_token
@@ -304,7 +305,8 @@ class SlackStandIn:
         self.bot_user_id = bot_user_id
         self.bot_id = "B0BOT"
         self.app_id = "A0APP"
-        self.rate_limits: dict[str, int] = dict(rate_limits or {})
+        self.rate_limits: dict[str, int] = dict(rate_limits or {})  # calls allowed per window, by method
+        self.rate_window_s = rate_window_s
         self.retry_after_s = retry_after_s
         self.trigger_lifetime_s = 3.0
         self.response_url_uses = 5
@@ -539,13 +541,13 @@ class SlackStandIn:
         return handler(args)
 
     def _admit(self, method: str) -> None:
-        """Sliding one-second window per method; refused calls do not count."""
+        """A sliding window per method (one second unless told); refused calls do not count."""
         limit = self.rate_limits.get(method)
         if limit is None:
             return
         now = time.monotonic()
         recent = self._recent.setdefault(method, deque())
-        while recent and now - recent[0] >= 1.0:
+        while recent and now - recent[0] >= self.rate_window_s:
             recent.popleft()
         if len(recent) >= limit:
             raise _Refusal("ratelimited", 429)

@@ -206,3 +206,53 @@ async def test_events_written_by_a_running_worker_are_handed_to_it_without_a_sec
         await store.outbox.stop(drain_timeout_s=10)
     [row] = (await rows(store)).values()
     assert row.status == "done" and delivered == [("created",)]  # delivered once
+
+
+async def test_rows_of_one_lane_run_in_order_and_lanes_side_by_side(store: Store) -> None:
+    now = utcnow()
+    async with store.transaction() as s:
+        await s.execute(insert(OutboxItem), [
+            {"idempotency_key": f"lane:{i}", "platform": "test", "operation": "op",
+             "payload": {"n": i, "lane": "ab"[i % 2]}, "next_attempt_at": now} for i in range(8)])
+    busy: set[str] = set()
+    most_busy = 0
+    order: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def handler(item: Claimed) -> None:
+        nonlocal most_busy
+        lane = item.payload["lane"]
+        assert lane not in busy, "two rows of one lane ran at once"
+        busy.add(lane)
+        most_busy = max(most_busy, len(busy))
+        await asyncio.sleep(0.01)
+        busy.discard(lane)
+        order[lane].append(item.payload["n"])
+
+    box = worker(store)
+    box.register("test", "op", handler)
+    assert await box.run_once() == 8
+    assert order == {"a": [0, 2, 4, 6], "b": [1, 3, 5, 7]} and most_busy == 2
+
+
+async def test_stopping_without_a_drain_finishes_the_row_in_hand_and_releases_the_rest(store: Store) -> None:
+    await enqueue(store, 5)
+    in_hand, go_on = asyncio.Event(), asyncio.Event()
+    worked: list[int] = []
+
+    async def slow(item: Claimed) -> None:
+        in_hand.set()
+        await go_on.wait()
+        worked.append(item.payload["n"])
+
+    first = worker(store, batch=5, poll_s=0.05)
+    first.register("test", "op", slow)
+    first.start()
+    await in_hand.wait()
+    stopping = asyncio.create_task(first.stop(drain_timeout_s=0))
+    await asyncio.sleep(0.05)
+    go_on.set()
+    await stopping
+    assert worked == [0]
+    second = worker(store)  # takes the other rows at once, not when the first one's lease runs out
+    second.register("test", "op", slow)
+    assert await second.run_once() == 4 and worked == [0, 1, 2, 3, 4]
