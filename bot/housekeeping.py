@@ -11,8 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from crm_store import Store
+from crm_store.chat_events import ChatEvents
+from crm_store.models import utcnow
 from deal_rooms.rooms import DealRooms
-from handlers.chat_events import ChatEvents
+from transcripts.capture import purge_transcripts
 
 log = logging.getLogger("dealbot.housekeeping")
 PURGE_EVERY = timedelta(minutes=10)
@@ -20,6 +23,8 @@ FIRST_RUN_AFTER = timedelta(minutes=1)  # not in the middle of start-up
 PURGE_JOB = "forget-processed-events"
 SWEEP_EVERY = timedelta(minutes=15)
 SWEEP_JOB = "reconcile-deal-rooms-{platform}"
+RETENTION_EVERY = timedelta(hours=1)
+RETENTION_JOB = "purge-old-transcript-text"
 
 
 async def forget_processed_events(events: ChatEvents) -> None:
@@ -42,9 +47,25 @@ async def reconcile_rooms(rooms: DealRooms) -> None:
     log.info("deal rooms reconciled", extra={"platform": rooms.platform, "deals": looked_at})
 
 
-def create_scheduler(events: ChatEvents | None, rooms: list[DealRooms]) -> AsyncIOScheduler:
+async def apply_retention(store: Store, keep: timedelta) -> None:
+    """`TRANSCRIPT_RETENTION_DAYS`: drop old transcript text; the timeline entries stay."""
+    try:
+        purged = await purge_transcripts(store, utcnow() - keep)
+    except Exception:
+        log.exception("purging old transcript text failed")
+        return
+    if purged:
+        log.info("purged old transcript text", extra={"messages": purged})
+
+
+def create_scheduler(store: Store, events: ChatEvents | None, rooms: list[DealRooms],
+                     retention: timedelta | None = None) -> AsyncIOScheduler:
     """The scheduler with the upkeep jobs; started and stopped with the server."""
     scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    if retention is not None:
+        scheduler.add_job(apply_retention, "interval", args=[store, retention], id=RETENTION_JOB,
+                          seconds=RETENTION_EVERY.total_seconds(), coalesce=True, max_instances=1,
+                          next_run_time=datetime.now(timezone.utc) + FIRST_RUN_AFTER)
     for platform_rooms in rooms:
         scheduler.add_job(reconcile_rooms, "interval", args=[platform_rooms],
                           id=SWEEP_JOB.format(platform=platform_rooms.platform),

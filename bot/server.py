@@ -14,6 +14,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy import text
@@ -23,14 +24,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import api
 from bot.housekeeping import create_scheduler
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
-from bot.settings import Settings
+from bot.settings import Settings, capture_settings
 from bot.slack.rooms import slack_deal_rooms
 from crm_store import Store
 from bot.slack.app import SlackAdapter
 from crm_store.events import OpportunityChanged
 from deal_rooms.rooms import DealRooms
-from handlers.chat_events import ChatEvent, ChatEvents
+from crm_store.chat_events import ChatEvent, ChatEvents
+from handlers.capture import CaptureTexts
 from handlers.dispatch import Dispatcher
+from transcripts.capture import Capture
 
 log = logging.getLogger("dealbot.server")
 SLACK = web.AppKey("slack", SlackAdapter)
@@ -145,11 +148,13 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
         events = ChatEvents(store, count_event)
         slack_rooms = slack_deal_rooms(store, settings)
         rooms.append(slack_rooms)
+        Capture(store, events, capture_settings(settings), CaptureTexts(), whispers=[slack_rooms.port])
         app[SLACK] = SlackAdapter(store, settings, Dispatcher(store, rooms={"slack": slack_rooms}), events)
         app.cleanup_ctx.append(_slack_lifetime)
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", app[SLACK].handle)
-    app[SCHEDULER] = create_scheduler(events, rooms)
+    retention = timedelta(days=settings.transcript_retention_days) if settings.transcript_retention_days else None
+    app[SCHEDULER] = create_scheduler(store, events, rooms, retention)
     app.cleanup_ctx.append(_scheduler_lifetime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)

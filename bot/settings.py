@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from deal_rooms.policy import RoomPolicy
 from deal_rooms.rooms import RoomSettings
+from transcripts.capture import CaptureSettings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dealbot.db"
 
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     digest_stale_days: int = Field(default=14, ge=1)
     capture_mode: Literal["suggest", "auto", "explicit"] = "suggest"
     capture_bot_messages: bool = False
+    capture_reaction: str = "white_check_mark"
     transcript_retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("database_url")
@@ -98,6 +100,14 @@ class Settings(BaseSettings):
         if "{deal}" not in value:
             raise ValueError("the template must contain {deal}, e.g. deal-{account}-{deal}")
         return value
+
+    @field_validator("capture_reaction")
+    @classmethod
+    def _reaction(cls, value: str) -> str:
+        name = value.strip().strip(":").lower()
+        if not name or any(c.isspace() for c in name):
+            raise ValueError("give the reaction's name as Slack writes it, e.g. white_check_mark")
+        return name
 
     @field_validator("digest_default_tz")
     @classmethod
@@ -147,3 +157,7 @@ def room_settings(settings: Settings) -> RoomSettings:
         archive_delay=timedelta(hours=settings.deal_room_archive_delay_hours),
         group_window=timedelta(seconds=settings.deal_room_update_group_seconds),
     )
+
+
+def capture_settings(settings: Settings) -> CaptureSettings:
+    return CaptureSettings(mode=settings.capture_mode, reaction=settings.capture_reaction)

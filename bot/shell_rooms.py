@@ -66,6 +66,7 @@ class MemoryRooms:
         self.on_post = on_post
         self.limits: Mapping[str, float] = {}  # nothing to pace: memory has no rate limits
         self.channels: dict[str, MemoryChannel] = {}
+        self.whispers: list[tuple[str, str, Reply]] = []  # (channel name, user id, message) seen by one person
         self._ids = itertools.count(1)
         self._refs = itertools.count(1)
 
@@ -121,6 +122,13 @@ class MemoryRooms:
         if self.on_post is not None:
             self.on_post(channel.name, posted.text)
         return posted.ref
+
+    async def post_ephemeral(self, channel_id: str, user_id: str, message: Reply) -> None:
+        """Only `user_id` would see it: kept aside, and shown in the console like a post."""
+        channel = self._open(channel_id)
+        self.whispers.append((channel.name, user_id, message))
+        if self.on_post is not None:
+            self.on_post(channel.name, f"(only {user_id} sees this) {render(message)}")
 
     async def update(self, channel_id: str, message_ref: str, message: Reply) -> None:
         found = self._open(channel_id).message(message_ref)

@@ -30,6 +30,7 @@ from crm_store.models import (
 )
 from crm_store.stages import probability, stage_order
 from crm_store.store import Store
+from crm_store.events import timeline_changed
 from crm_store.visibility import directory_visible, opportunity_visible, reporting_tree
 
 MAX_NOTE_CHARS = 3000
@@ -61,8 +62,9 @@ class AccountCard:
 
 
 async def recent_entries(store: Store, actor: Actor, opportunity_id: int, limit: int = 10,
-                         before_id: int | None = None) -> list[TimelineEntry]:
-    """Newest timeline entries of a visible deal (empty when the deal is hidden)."""
+                         before_id: int | None = None, *, decisions: bool = False) -> list[TimelineEntry]:
+    """Newest timeline entries of a visible deal (empty when the deal is hidden); with
+    `decisions`, only its standing decisions (not retracted)."""
     query = (
         select(TimelineEntry)
         .join(Opportunity, Opportunity.id == TimelineEntry.opportunity_id)
@@ -71,6 +73,8 @@ async def recent_entries(store: Store, actor: Actor, opportunity_id: int, limit:
         .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.id.desc())
         .limit(limit)
     )
+    if decisions:
+        query = query.where(TimelineEntry.kind == "decision", TimelineEntry.retracted_at.is_(None))
     if before_id is not None:
         # Keyset paging in the same order as the listing: (occurred_at, id) descending.
         cursor = select(TimelineEntry.occurred_at).where(TimelineEntry.id == before_id).scalar_subquery()
@@ -213,6 +217,8 @@ async def add_entry(store: Store, actor: Actor, opportunity_id: int, kind: Entry
             actor_user_id=actor.user_id, actor=actor.email or actor.name, via=via, action=f"{kind}.create",
             entity_type="opportunity", entity_id=str(opportunity_id), details={"timeline_entry_id": entry.id},
         ))
+        await store.outbox.enqueue(s, [timeline_changed(opportunity_id, kind)])
+    store.outbox.wake()
     return Logged(entry, created=True)
 
 

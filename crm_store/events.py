@@ -9,11 +9,12 @@ must be idempotent — which every reaction is, since each one is a claim in the
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from crm_store.outbox import Claimed, Retry
+from crm_store.outbox import Claimed, Queued, Retry
 
 log = logging.getLogger("dealbot.events")
 
@@ -30,6 +31,13 @@ class OpportunityChanged:
 
 
 Listener = Callable[[OpportunityChanged], Awaitable[None]]
+
+
+def timeline_changed(opportunity_id: int, kind: str) -> Queued:
+    """The event for an entry written outside the sync (a note, a captured decision), so the
+    deal's room refreshes its pinned card. Queue it in the transaction that writes the entry."""
+    return Queued("dealbot", "opportunity.changed", f"event:opportunity.changed:{uuid.uuid4().hex}",
+                  {"opportunity_id": opportunity_id, "changes": [{"field": "timeline", "kind": kind}]})
 
 
 class ChangeHub:

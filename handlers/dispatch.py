@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from crm_store import Store
 from deal_rooms.rooms import DealRooms
+import handlers.capture
 import handlers.help
 import handlers.later
 import handlers.notes

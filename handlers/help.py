@@ -14,7 +14,7 @@ async def help_(ctx: Context, args: str) -> Reply:
     word = args.strip().lower().removeprefix("/crm").strip()
     if word:
         cmd = commands.get(word)
-        if cmd is None:
+        if cmd is None or cmd.hidden:
             raise CommandError(texts.UNKNOWN_HELP_TOPIC.format(word=word))
         return Reply(title=f"/crm {cmd.usage}", text=f"{cmd.summary}\nExample: /crm {cmd.example}")
     items = [

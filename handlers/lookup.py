@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from crm_store import Found
 from crm_store.deals import account_card, key_contacts, recent_entries
-from crm_store.models import Account, Contact, Opportunity
+from crm_store.models import Account, Contact, Opportunity, TimelineEntry
 from handlers import texts
 from handlers.format import clip, day, deal_line, money, person, timeline_line
 from handlers.invocation import Context
@@ -86,12 +86,19 @@ def deal_actions(opp: Opportunity) -> list[Action]:
     ]
 
 
+def decision_line(entry: TimelineEntry, limit: int) -> tuple[str, str]:
+    """A standing decision: what was decided, then when, who, and where it was said."""
+    said = [day(entry.occurred_at.date()), person(entry.author)] + ([entry.permalink] if entry.permalink else [])
+    return clip(entry.text, limit), " · ".join(said)
+
+
 async def deal_card(ctx: Context, found: Opportunity) -> Reply:
     opp = await ctx.store.opportunity(ctx.actor, found.id)  # with its team loaded
     if opp is None:
         raise CommandError(texts.NOT_VISIBLE_REF.format(kind="deal", ref=f"#{found.id}"))
     contacts, _ = await key_contacts(ctx.store, ctx.actor, opp.account_id)
     entries = await recent_entries(ctx.store, ctx.actor, opp.id, limit=3)
+    decisions = await recent_entries(ctx.store, ctx.actor, opp.id, limit=3, decisions=True)
     team = ", ".join(sorted(m.user.name for m in opp.team)) or "—"
     fields = [
         Field("Account", opp.account.name),
@@ -104,6 +111,8 @@ async def deal_card(ctx: Context, found: Opportunity) -> Reply:
     sections = []
     if contacts:
         sections.append(Section("Key contacts", items=[Item(c.name, c.title or "") for c in contacts]))
+    if decisions:
+        sections.append(Section(texts.CARD_DECISIONS, items=[Item(*decision_line(e, 160)) for e in decisions]))
     if entries:
         sections.append(Section("Latest on the timeline", items=[Item(*timeline_line(e, 160)) for e in entries]))
     return Reply(title=opp.name, fields=fields, sections=sections, actions=deal_actions(opp), reveals=(opp.id,))

@@ -48,6 +48,7 @@ class Command:
     args: Literal["none", "optional", "required"]
     func: Handler
     available: bool = True
+    hidden: bool = False  # run by buttons only: not in help, never suggested
 
 
 class CommandTable:
@@ -56,12 +57,12 @@ class CommandTable:
 
     def command(
         self, name: str, *, usage: str, summary: str, example: str,
-        args: Literal["none", "optional", "required"] = "optional", available: bool = True,
+        args: Literal["none", "optional", "required"] = "optional", available: bool = True, hidden: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(func: Handler) -> Handler:
             if name in self._commands:
                 raise ValueError(f"command {name!r} declared twice")
-            self._commands[name] = Command(name, usage, summary, example, args, func, available)
+            self._commands[name] = Command(name, usage, summary, example, args, func, available, hidden)
             return func
 
         return register
@@ -70,15 +71,16 @@ class CommandTable:
         return self._commands.get(name.lower())
 
     def __iter__(self) -> Iterator[Command]:
-        """Commands in the order of the grammar in DESIGN.md, then any others."""
+        """The commands people type, in the order of the grammar in DESIGN.md, then any others."""
         rank = {name: i for i, name in enumerate(GRAMMAR_ORDER)}
-        return iter(sorted(self._commands.values(), key=lambda c: rank.get(c.name, len(rank))))
+        shown = [c for c in self._commands.values() if not c.hidden]
+        return iter(sorted(shown, key=lambda c: rank.get(c.name, len(rank))))
 
     def closest(self, word: str, cutoff: float = 75) -> str | None:
         """The command name a mistyped `word` most likely meant, if any is close enough."""
         if len(word) < 3:
             return None
-        best = process.extractOne(word.lower(), list(self._commands), scorer=fuzz.ratio, score_cutoff=cutoff)
+        best = process.extractOne(word.lower(), [c.name for c in self], scorer=fuzz.ratio, score_cutoff=cutoff)
         return best[0] if best else None
 
 

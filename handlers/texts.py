@@ -82,3 +82,19 @@ SHELL_NOT_IN_ROOM = "You are not in a room. `/enter <room>` enters one; `/rooms`
 SHELL_LEFT_UNSEEN = "You are no longer in #{name}: {person} may not see that deal."
 SHELL_ROOM_CLOSED = "#{name} is archived or gone, so nothing was posted. `/leave` leaves it."
 SHELL_NOT_A_COMMAND = "That is not a command. Dealbot commands start with /crm, e.g. /crm help. (/help lists shell commands.)"
+
+# -- decision capture in deal rooms (transcripts/capture.py, handlers/capture.py) -----------------
+CAPTURE_SUGGEST = "That sounds like {a_kind} on {deal}: “{excerpt}”. Log it on the timeline?"
+CAPTURE_LOGGED_AUTO = "Logged as {a_kind} on {deal}: “{excerpt}”."
+CAPTURE_LOG = "Log it"
+CAPTURE_DISMISS = "Dismiss"
+CAPTURE_UNDO = "Undo"
+CAPTURE_DONE = "Logged as {a_kind} on {deal}'s timeline."
+CAPTURE_ALREADY = "That message is on {deal}'s timeline already."
+CAPTURE_DISMISSED = "OK, not logged."
+CAPTURE_UNDONE = "Undone: that {kind} is marked retracted on {deal}'s timeline."
+CAPTURE_NOTHING_TO_UNDO = "There is nothing to undo on {deal}'s timeline for that message."
+CAPTURE_GONE = "That message is no longer available (deleted, or on a deal you cannot see)."
+CAPTURE_UNMAPPED = "I can't log that for you: your chat account isn't linked to a CRM user. Ask your CRM admin to add your email."
+CAPTURE_KINDS = {"decision": "a decision", "action_item": "an action item"}
+CARD_DECISIONS = "Latest decisions"

@@ -21,7 +21,7 @@ from bot.settings import load_settings
 from crm_store import Store
 from crm_store.models import AuditLog, DealRoom, ProcessedEvent, TimelineEntry
 from handlers import texts
-from handlers.chat_events import KEEP_CLAIMS
+from crm_store.chat_events import KEEP_CLAIMS
 from tests.org import Org
 from tests.slack_world import SECRET, TOKEN, SlackWorld, button, buttons, seed_people, slack_id, start_app
 from tests.stand_ins.slack import SlackStandIn
@@ -217,7 +217,7 @@ def message(text: str, user: str, ts: str, channel: str = "C0ROOM", **extra: Any
 
 async def test_each_event_type_is_received_once_even_when_slack_retries(
         world: SlackWorld, store: Store) -> None:
-    from handlers.chat_events import ChatMessage, MemberJoined, ReactionChanged
+    from crm_store.chat_events import ChatMessage, MemberJoined, ReactionChanged
 
     app_events = world.client.server.app[SLACK].events
     seen: list[Any] = []
@@ -262,7 +262,7 @@ async def test_each_event_type_is_received_once_even_when_slack_retries(
 
 
 async def test_a_retry_after_a_restart_is_still_dropped(store: Store, org: Org, slack: SlackStandIn) -> None:
-    from handlers.chat_events import ChatMessage
+    from crm_store.chat_events import ChatMessage
 
     event = message("Decision: annual billing", "URITA", "1700000100.000100")
     first = await start(store, slack)

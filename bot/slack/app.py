@@ -14,6 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from html import unescape
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -30,13 +31,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
 from bot.slack import forms
-from bot.slack.events import translate
+from bot.slack.events import permalink, translate
 from bot.slack.identity import TOKEN_ERRORS, SlackIdentity
 from bot.slack.render import CMD, FORM, SHARE, render
 from crm_store import Actor, Store
 from crm_store.deals import EntryKind, Source, room_deal
 from handlers import texts
-from handlers.chat_events import AppRemoved, ChatEvents
+from crm_store.chat_events import AppRemoved, ChatEvents, ChatMessage, ReactionChanged
 from handlers.format import join_names
 from handlers.dispatch import Dispatcher
 from handlers.invocation import Context, Invocation
@@ -79,6 +80,7 @@ class SlackAdapter:
         )
         self._socket: AsyncSocketModeHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._workspace_url: str | None = None  # for message links, from auth.test
         self._register()
 
     # -- transport ----------------------------------------------------------------------------
@@ -283,9 +285,25 @@ class SlackAdapter:
         event = translate(body, capture_bots=self.settings.capture_bot_messages)
         if event is None:
             return
+        if isinstance(event, (ChatMessage, ReactionChanged)):
+            event = await self._who_and_where(event)
         if await self.events.receive(event) and isinstance(event, AppRemoved):
             log.warning("Slack app uninstalled or its tokens revoked; Slack calls will fail until reinstalled")
             self.identity.forget()
+
+    async def _who_and_where(self, event: ChatMessage | ReactionChanged) -> ChatMessage | ReactionChanged:
+        """The CRM user behind the event (cached lookups) and, for a message, its link."""
+        try:
+            actor = await self.identity.actor(event.user_id)
+        except SlackApiError:  # the profile could not be read now: captured without an author
+            actor = Actor.unmapped(event.user_id)
+        if isinstance(event, ChatMessage):
+            if self._workspace_url is None:
+                self._workspace_url = str((await self.client.auth_test()).get("url") or "")
+            link = permalink(self._workspace_url, event.channel_id, event.message_id, event.thread_id) \
+                if self._workspace_url else None
+            return replace(event, actor_id=actor.user_id, permalink=link)
+        return replace(event, actor_id=actor.user_id)
 
     async def _bolt_error(self, error: Exception, body: dict[str, Any], respond: AsyncRespond | None = None) -> None:
         await self._error(error, body, respond)

@@ -1,4 +1,4 @@
-"""Slack event payloads -> the platform-neutral objects of `handlers.chat_events`.
+"""Slack event payloads -> the platform-neutral objects of `crm_store.chat_events`.
 
 Only translation: which subtypes are human speech, where the text of an edit or a deletion
 lives, how a ts becomes a time. None means "nothing Dealbot records" (a topic change, a join
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from handlers.chat_events import AppRemoved, ChatEvent, ChatMessage, MemberJoined, ReactionChanged
+from crm_store.chat_events import AppRemoved, ChatEvent, ChatMessage, MemberJoined, ReactionChanged
 
 HUMAN_SUBTYPES = {None, "thread_broadcast", "file_share", "me_message"}
 
@@ -26,6 +26,12 @@ def _files(message: dict[str, Any]) -> tuple[str, ...]:
 def _thread(message: dict[str, Any]) -> str | None:
     thread = message.get("thread_ts")
     return thread if thread and thread != message.get("ts") else None
+
+
+def permalink(workspace_url: str, channel: str, ts: str, thread: str | None = None) -> str:
+    """Slack's link to a message (what chat.getPermalink answers, without a call per message)."""
+    link = f"{workspace_url.rstrip('/')}/archives/{channel}/p{ts.replace('.', '')}"
+    return f"{link}?thread_ts={thread}&cid={channel}" if thread else link
 
 
 def translate(body: dict[str, Any], *, capture_bots: bool) -> ChatEvent | None:

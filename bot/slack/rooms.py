@@ -120,6 +120,12 @@ class SlackRooms:
                                                         unfurl_links=False)
         return str(answer["ts"])
 
+    async def post_ephemeral(self, channel_id: str, user_id: str, message: Reply) -> None:
+        rendered = render(message)
+        async with _translated():
+            await self.client.chat_postEphemeral(channel=channel_id, user=user_id, text=rendered.text,
+                                                 blocks=rendered.blocks)
+
     async def update(self, channel_id: str, message_ref: str, message: Reply) -> None:
         rendered = render(message)
         async with _translated():

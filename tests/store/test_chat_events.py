@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Store
 from crm_store.models import AuditLog, ProcessedEvent
-from handlers.chat_events import KEEP_CLAIMS, ChatEvents, ChatMessage
+from crm_store.chat_events import KEEP_CLAIMS, ChatEvents, ChatMessage
 
 SENT = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
@@ -88,7 +88,7 @@ async def test_a_lone_event_is_committed_without_waiting_for_company(store: Stor
 
 
 async def test_claims_are_forgotten_after_a_day_in_chunks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("handlers.chat_events.PURGE_CHUNK", 3)  # several deletes for 7 old rows
+    monkeypatch.setattr("crm_store.chat_events.PURGE_CHUNK", 3)  # several deletes for 7 old rows
     events = ChatEvents(store)
     long_ago = datetime.now(timezone.utc) - KEEP_CLAIMS - timedelta(minutes=1)
     async with store.transaction() as s:

@@ -47,6 +47,8 @@ class ChatMessage:
     previous_text: str | None = None
     files: tuple[str, ...] = ()  # links, never the bytes
     from_bot: bool = False
+    actor_id: int | None = None  # the author's CRM user, when the adapter knows them
+    permalink: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class ReactionChanged:
     user_id: str
     reaction: str
     added: bool
+    actor_id: int | None = None  # who reacted, as a CRM user, when the adapter knows them
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ async def audit_removal(s: AsyncSession, event: AppRemoved) -> None:
 
 
 MAX_BATCH = 500  # events claimed in one transaction
+WAKE_OUTBOX = "wake_outbox"  # a listener sets this in the session's info when it queued outbox rows
 # Claims are kept well past the platforms' retry windows (Slack retries for about 5 minutes).
 KEEP_CLAIMS = timedelta(hours=24)
 PURGE_CHUNK = 5_000  # rows per delete, so event claims never wait long behind a purge
@@ -158,6 +162,7 @@ class ChatEvents:
         keys = sorted({(p.event.platform, p.event.event_id) for p in batch})  # one lock order for all replicas
         outcomes: list[bool | BaseException] = []
         async with self.store.transaction(renames=False) as s:
+            s.info.pop(WAKE_OUTBOX, None)
             claimed = await self._claim(s, keys)
             handled: dict[tuple[str, str], bool | BaseException] = {}
             for pending in batch:
@@ -168,6 +173,8 @@ class ChatEvents:
                     continue
                 handled[key] = outcome = await self._handle(s, pending.event) if key in claimed else False
                 outcomes.append(outcome)
+        if s.info.pop(WAKE_OUTBOX, False):
+            self.store.outbox.wake()  # a listener queued work: do it now, not at the next poll
         for pending, outcome in zip(batch, outcomes):
             if outcome is False:
                 log.info("duplicate event dropped",
