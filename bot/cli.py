@@ -18,7 +18,7 @@ from sqlalchemy import select
 from bot import csv_import
 from bot.cli_rooms import rooms_app
 from bot.cli_support import progress_bar, settings_or_exit, setup_logging
-from bot.settings import room_settings
+from bot.settings import capture_settings, room_settings
 from bot.shell import SHELL_HELP, ShellAdapter, bot_post, describe
 from bot.shell_rooms import MemoryRooms
 from crm_store import Actor, Store
@@ -109,7 +109,8 @@ def shell(
             # database is waiting for.
             rooms = MemoryRooms(on_post=lambda channel, text: typer.echo(bot_post(channel, text))) \
                 if workdir else None
-            adapter = ShellAdapter(store, actor, rooms=rooms, room_settings=room_settings(settings))
+            adapter = ShellAdapter(store, actor, rooms=rooms, room_settings=room_settings(settings),
+                                   capture=capture_settings(settings))
             typer.echo(f"You are {describe(actor)}.")
             if workdir:
                 people = demo.FEATURED

@@ -20,6 +20,7 @@ from sqlalchemy import Row, select
 from bot.render_text import render
 from bot.shell_rooms import PLATFORM, MemoryRooms
 from crm_store import Actor, Store
+from crm_store.chat_events import ChatEvents, ChatMessage
 from crm_store.deals import room_deal
 from crm_store.models import DealRoom, Opportunity, OutboxItem, utcnow
 from crm_store.visibility import opportunity_visible
@@ -29,7 +30,9 @@ from handlers import texts
 from handlers.dispatch import Dispatcher
 from handlers.invocation import Invocation
 from handlers.reply import Reply
+from handlers.capture import CaptureTexts
 from handlers.rooms import RoomTexts
+from transcripts.capture import Capture, CaptureSettings
 
 log = logging.getLogger("dealbot.shell")
 
@@ -69,7 +72,8 @@ class ShellAdapter:
     """
 
     def __init__(self, store: Store, actor: Actor, *, channel_id: str | None = None,
-                 rooms: MemoryRooms | None = None, room_settings: RoomSettings | None = None) -> None:
+                 rooms: MemoryRooms | None = None, room_settings: RoomSettings | None = None,
+                 capture: CaptureSettings | None = None) -> None:
         self.store = store
         self.actor = actor
         self.channel_id = channel_id
@@ -77,6 +81,9 @@ class ShellAdapter:
         self.rooms = None if rooms is None else DealRooms(store, rooms, RoomTexts(store),
                                                           room_settings or RoomSettings())
         self.dispatcher = Dispatcher(store, rooms=None if self.rooms is None else {PLATFORM: self.rooms})
+        self.events = ChatEvents(store)  # what people say in a room goes through capture, as on Slack
+        if rooms is not None:
+            Capture(store, self.events, capture or CaptureSettings(), CaptureTexts(), whispers=[rooms])
         self._started = False
 
     # -- running the bot's side --------------------------------------------------------------
@@ -142,8 +149,8 @@ class ShellAdapter:
     async def handle(self, line: str) -> str | None:
         """Answer one typed line as text; None means the user asked to leave."""
         line = line.strip()
-        if not line or line.startswith("#"):
-            return ""
+        if not line or line == "#" or line.startswith("# "):
+            return ""  # a comment (in a script); "#decision …" typed in a room is a message
         parts = line.split(None, 1)
         word, rest = parts[0].lower(), (parts[1].strip() if len(parts) == 2 else "")
         if word in ("/quit", "/exit"):
@@ -167,12 +174,12 @@ class ShellAdapter:
         if word == "/leave":
             return self._leave()
         if self.port is not None and self.channel_id is not None and not line.startswith("/"):
-            return self._say(line)
+            return await self._say(line)
         return texts.SHELL_NOT_A_COMMAND
 
     async def run(self, lines: Iterable[str], write: Callable[[str], None], *, echo: bool) -> None:
         for line in lines:
-            if echo and line.strip() and not line.lstrip().startswith("#"):
+            if echo and line.strip() and not (line.strip() == "#" or line.lstrip().startswith("# ")):
                 write(f"» {line.strip()}")
             answer = await self.handle(line)
             if answer is None:
@@ -245,15 +252,19 @@ class ShellAdapter:
         self.channel_id = None
         return texts.SHELL_LEFT_UNSEEN.format(name=name, person=self.actor.name)
 
-    def _say(self, text: str) -> str:
-        """Plain text typed in a room is a person's message in it; echoed as the room shows it."""
+    async def _say(self, text: str) -> str:
+        """Plain text typed in a room is a person's message in it, captured as on Slack (markers,
+        detection); echoed as the room shows it."""
         assert self.port is not None and self.channel_id is not None
         name = self._room_name() or self.channel_id
         author = (self.actor.email or self.actor.name).lower()
         try:
-            self.port.say(self.channel_id, author, text)
+            said = self.port.say(self.channel_id, author, text)
         except ChannelGone:
             return texts.SHELL_ROOM_CLOSED.format(name=name)
+        await self.events.receive(ChatMessage(
+            platform=PLATFORM, event_id=f"{self.channel_id}/{said.ref}", channel_id=self.channel_id,
+            message_id=said.ref, user_id=author, text=text, sent_at=utcnow(), actor_id=self.actor.user_id))
         return f"#{name} · {self.actor.name}: {text}"
 
     def _room_name(self) -> str | None:

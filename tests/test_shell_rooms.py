@@ -107,10 +107,10 @@ async def test_entering_a_room_posts_plain_text_into_it_and_scopes_crm_commands(
     assert await rita.type("/enter #deal-acme-renewal") == texts.SHELL_ENTERED.format(  # a unique start will do
         name=ROOM, deal="ACME Renewal 2027")
     assert rita.adapter.channel_id == channel.id
-    echo = await rita.type("Customer agreed to a 3-year term")
-    assert echo == f"#{ROOM} · Rita Rep: Customer agreed to a 3-year term"
+    echo = await rita.type("Kickoff notes are in the doc")
+    assert echo == f"#{ROOM} · Rita Rep: Kickoff notes are in the doc"
     said = channel.messages[-1]
-    assert (said.author, said.text) == (Org.email("rep_a"), "Customer agreed to a 3-year term")
+    assert (said.author, said.text) == (Org.email("rep_a"), "Kickoff notes are in the doc")
     assert said.ref not in channel.pinned and len(rita.posts) == 1  # a person's message is no bot post
     logged = await rita.adapter.ask("/crm log sent the revised quote")  # no deal named: the room's
     assert logged.text == "Noted on ACME Renewal 2027." and logged.kind == "info"
@@ -219,3 +219,25 @@ def test_demo_shell_opens_a_room_and_lists_it(tmp_path: Path) -> None:
     assert "#deal-acme-pilot-2027 · Maya Patel: we agreed on the pilot scope" in out
     assert "Noted on ACME Pilot 2027." in out
     assert "went wrong" not in out and result.stderr == ""
+
+
+async def test_what_people_say_in_a_shell_room_is_captured_as_on_slack(console: Open, store: Store) -> None:
+    from crm_store.models import TimelineEntry, TranscriptMessage
+
+    session = await console("rep_a")
+    await session.type("/crm room acme renewal")
+    await session.type(f"/enter {ROOM}")
+    await session.type("Kickoff notes are in the doc")
+    await session.type("Legal signed off on the DPA")
+    [(room, user, offer)] = session.port.whispers
+    assert (room, user) == (ROOM, Org.email("rep_a")) and "Log it" in [a.label for a in offer.actions]
+    log_it = next(a.command for a in offer.actions if a.label == "Log it")
+    assert "Logged as a decision on ACME Renewal 2027" in await session.type(f"/crm {log_it}")
+    await session.type("#action send the order form to procurement")
+    async with store.session() as s:
+        kept = [m.text for m in (await s.execute(select(TranscriptMessage).order_by(TranscriptMessage.id))).scalars()]
+        entries = [(e.kind, e.text) for e in (await s.execute(select(TimelineEntry).where(
+            TimelineEntry.source_ref.is_not(None)).order_by(TimelineEntry.id))).scalars()]
+    assert kept == ["Kickoff notes are in the doc", "Legal signed off on the DPA",
+                    "#action send the order form to procurement"]
+    assert entries == [("decision", "Legal signed off on the DPA"), ("action_item", "send the order form to procurement")]
