@@ -224,3 +224,23 @@ async def test_retention_drops_old_text_and_keeps_the_timeline(room: Room) -> No
     await apply_retention(room.store, timedelta(days=-1))  # everything counts as old
     [kept], [entry] = await room.kept(), await room.entries()
     assert kept.text is None and kept.purged_at is not None and entry.text == "the old way"
+
+
+async def test_the_shortcut_on_a_message_already_captured_adds_no_second_entry(room: Room, org: Org) -> None:
+    from tests.test_slack import submission
+
+    slack = room.world.slack
+    ts = await room.say("We go with the 3-year term")
+    await room.react(ts, "se")
+    shortcut = room.world.payload("message_action", "rep_a", callback_id="log_as_decision",
+                                  trigger_id=slack.new_trigger_id(), channel={"id": room.channel, "name": "deal"},
+                                  message={"type": "message", "ts": ts, "user": slack_id("rep_a"),
+                                           "text": "We go with the 3-year term"},
+                                  response_url=slack.response_url("shortcut"))
+    assert (await room.world.interact(shortcut))[0] == 200
+    [view] = await wait_until(lambda: list(slack.views.values()))
+    status, body = await room.world.interact(submission(room.world, view, str(org.deals["acme_renewal"]),
+                                                        "We go with the 3-year term"))
+    assert status == 200 and not body
+    [entry] = await room.entries()
+    assert entry.data["captured"] == "reaction" and entry.source_ref == f"{room.channel}/{ts}"
