@@ -84,6 +84,7 @@ class AppRemoved:
 ChatEvent = ChatMessage | ReactionChanged | MemberJoined | AppRemoved
 E = TypeVar("E", ChatMessage, ReactionChanged, MemberJoined, AppRemoved)
 Listener = Callable[[AsyncSession, Any], Awaitable[None]]
+BatchListener = Callable[[AsyncSession, list[Any]], Awaitable[None]]
 
 
 async def audit_removal(s: AsyncSession, event: AppRemoved) -> None:
@@ -111,6 +112,7 @@ class ChatEvents:
     received: int = 0
     duplicates: int = 0
     _listeners: dict[type, list[Listener]] = field(default_factory=dict)
+    _batch_listeners: dict[type, list[BatchListener]] = field(default_factory=dict)
     _queue: list[_Pending] = field(default_factory=list)
     _committer: asyncio.Task[None] | None = None
 
@@ -119,6 +121,12 @@ class ChatEvents:
 
     def subscribe(self, kind: type[E], listener: Callable[[AsyncSession, E], Awaitable[None]]) -> None:
         self._listeners.setdefault(kind, []).append(listener)
+
+    def subscribe_batch(self, kind: type[E], listener: Callable[[AsyncSession, list[E]], Awaitable[None]]) -> None:
+        """A listener given all new events of `kind` in a commit at once, so it can write them with
+        a few statements (a transcript row per message). If it fails, it is called again for each
+        event alone, so one bad event fails alone."""
+        self._batch_listeners.setdefault(kind, []).append(listener)
 
     async def receive(self, event: ChatEvent) -> bool:
         """Process `event` once; False when it was processed before (a platform retry).
@@ -164,6 +172,8 @@ class ChatEvents:
         async with self.store.transaction(renames=False) as s:
             s.info.pop(WAKE_OUTBOX, None)
             claimed = await self._claim(s, keys)
+            fresh = {(p.event.platform, p.event.event_id): p.event for p in batch}
+            batched = await self._run_batched(s, [e for key, e in fresh.items() if key in claimed])
             handled: dict[tuple[str, str], bool | BaseException] = {}
             for pending in batch:
                 key = (pending.event.platform, pending.event.event_id)
@@ -171,7 +181,7 @@ class ChatEvents:
                     outcome = handled[key]
                     outcomes.append(False if outcome is True else outcome)
                     continue
-                handled[key] = outcome = await self._handle(s, pending.event) if key in claimed else False
+                handled[key] = outcome = await self._handle(s, pending.event, batched) if key in claimed else False
                 outcomes.append(outcome)
         if s.info.pop(WAKE_OUTBOX, False):
             self.store.outbox.wake()  # a listener queued work: do it now, not at the next poll
@@ -188,13 +198,32 @@ class ChatEvents:
                                  .returning(ProcessedEvent.platform, ProcessedEvent.event_id))
         return {(platform, event_id) for platform, event_id in result}
 
-    async def _handle(self, s: AsyncSession, event: ChatEvent) -> bool | BaseException:
-        """Run the listeners; on failure undo their work and the claim, and return the error."""
-        listeners = self._listeners.get(type(event), [])
-        if not listeners:
+    async def _run_batched(self, s: AsyncSession, events: list[ChatEvent]) -> bool:
+        """The batch listeners over `events`, in one savepoint; False (nothing kept) if one failed."""
+        kinds = [kind for kind in self._batch_listeners if any(type(e) is kind for e in events)]
+        if not kinds:
             return True
         try:
             async with s.begin_nested():
+                for kind in kinds:
+                    for listener in self._batch_listeners[kind]:
+                        await listener(s, [e for e in events if type(e) is kind])
+        except Exception:
+            log.warning("a batch listener failed; handling its events one by one", exc_info=True)
+            return False
+        return True
+
+    async def _handle(self, s: AsyncSession, event: ChatEvent, batched: bool = True) -> bool | BaseException:
+        """Run the listeners (and, when the batch did not run, the batch listeners on this event
+        alone); on failure undo their work and the claim, and return the error."""
+        listeners = self._listeners.get(type(event), [])
+        alone = [] if batched else self._batch_listeners.get(type(event), [])
+        if not listeners and not alone:
+            return True
+        try:
+            async with s.begin_nested():
+                for batch_listener in alone:
+                    await batch_listener(s, [event])
                 for listener in listeners:
                     await listener(s, event)
         except Exception as exc:

@@ -74,6 +74,13 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def claim_statement(session: AsyncSession, model: Any) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` without its values, for ``execute(statement, rows)``:
+    one compiled statement, cached across calls (the hot paths: a row per chat event)."""
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    return dialect.insert(model).on_conflict_do_nothing()
+
+
 def insert_unless_present(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for either database: the claim idiom (a row already
     there, or being inserted by a concurrent transaction, is skipped rather than an error)."""

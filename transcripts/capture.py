@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Actor, Store
 from crm_store.deals import MAX_NOTE_CHARS, EntryKind
-from crm_store.engine import insert_unless_present
+from crm_store.engine import claim_statement, insert_unless_present
 from crm_store.events import timeline_changed
 from crm_store.models import (
     AuditLog,
@@ -89,28 +89,35 @@ class Capture:
         self._whispers = {w.platform: w for w in whispers}
         for whisper in whispers:
             store.outbox.register(whisper.platform, NOTICE, self._notice)
-        events.subscribe(ChatMessage, self.on_message)
+        events.subscribe_batch(ChatMessage, self.on_messages)
         events.subscribe(ReactionChanged, self.on_reaction)
 
     # -- messages -------------------------------------------------------------------------------
 
-    async def on_message(self, s: AsyncSession, msg: ChatMessage) -> None:
-        if msg.from_bot:
-            return  # the bot's own posts and other bots are not people speaking
-        room = await self._room(s, msg.platform, msg.channel_id)
-        if room is None:
-            return
-        if msg.change == "deleted":
-            await self._deleted(s, msg)
-        elif msg.change == "edited":
-            await self._edited(s, msg, room)
-        else:
-            await self._new(s, msg, room)
+    async def on_messages(self, s: AsyncSession, messages: list[ChatMessage]) -> None:
+        """The messages of one commit: new ones kept with one statement, then what they say."""
+        in_rooms = []
+        for msg in messages:
+            room = None if msg.from_bot else await self._room(s, msg.platform, msg.channel_id)
+            if room is not None:  # the bot's own posts and other bots are not people speaking
+                in_rooms.append((msg, room))
+        new = [(msg, room) for msg, room in in_rooms if msg.change == "new"]
+        kept = await self._keep(s, new)
+        for msg, room in in_rooms:
+            if msg.change == "deleted":
+                await self._deleted(s, msg)
+            elif msg.change == "edited":
+                await self._edited(s, msg, room)
+            elif (msg.platform, msg.channel_id, msg.message_id) in kept:
+                await self._said(s, msg, room, kept.pop((msg.platform, msg.channel_id, msg.message_id)))
 
     async def _new(self, s: AsyncSession, msg: ChatMessage, room: Room) -> None:
-        message_id = await self._keep(s, msg, room)
-        if message_id is None:
-            return  # kept before (the same message delivered under another event id)
+        kept = await self._keep(s, [(msg, room)])
+        if kept:
+            await self._said(s, msg, room, kept[(msg.platform, msg.channel_id, msg.message_id)])
+
+    async def _said(self, s: AsyncSession, msg: ChatMessage, room: Room, message_id: int) -> None:
+        """A message kept for the first time: what it says may go on the timeline."""
         marked = explicit(msg.text)
         if marked is not None:
             await _entry(s, self.store.outbox, msg, room, marked.kind, marked.text, captured="marker")
@@ -126,13 +133,19 @@ class Capture:
         if msg.platform in self._whispers:
             await self._offer(s, msg, room, kind, message_id)
 
-    async def _keep(self, s: AsyncSession, msg: ChatMessage, room: Room) -> int | None:
-        row = {"deal_room_id": room.id, "opportunity_id": room.opportunity_id, "platform": msg.platform,
-               "channel_id": msg.channel_id, "message_ref": msg.message_id, "thread_ref": msg.thread_id,
-               "author_id": msg.actor_id, "author_platform_id": msg.user_id, "text": msg.text,
-               "files": list(msg.files) or None, "permalink": msg.permalink, "posted_at": msg.sent_at}
-        result = await s.execute(insert_unless_present(s, TranscriptMessage, [row]).returning(TranscriptMessage.id))
-        return result.scalar_one_or_none()
+    async def _keep(self, s: AsyncSession, new: list[tuple[ChatMessage, Room]]) -> dict[tuple[str, str, str], int]:
+        """Insert the messages not kept before (another event id may carry the same message);
+        their ids, by (platform, channel, message)."""
+        if not new:
+            return {}
+        rows = [{"deal_room_id": room.id, "opportunity_id": room.opportunity_id, "platform": msg.platform,
+                 "channel_id": msg.channel_id, "message_ref": msg.message_id, "thread_ref": msg.thread_id,
+                 "author_id": msg.actor_id, "author_platform_id": msg.user_id, "text": msg.text,
+                 "files": list(msg.files) or None, "permalink": msg.permalink, "posted_at": msg.sent_at}
+                for msg, room in new]
+        keep = claim_statement(s, TranscriptMessage).returning(
+            TranscriptMessage.id, TranscriptMessage.platform, TranscriptMessage.channel_id, TranscriptMessage.message_ref)
+        return {(platform, channel, ref): row_id for row_id, platform, channel, ref in await s.execute(keep, rows)}
 
     async def _edited(self, s: AsyncSession, msg: ChatMessage, room: Room) -> None:
         kept = await _kept(s, msg)
