@@ -244,3 +244,16 @@ async def test_the_shortcut_on_a_message_already_captured_adds_no_second_entry(r
     assert status == 200 and not body
     [entry] = await room.entries()
     assert entry.data["captured"] == "reaction" and entry.source_ref == f"{room.channel}/{ts}"
+
+
+async def test_only_the_author_can_undo_an_automatic_capture(store: Store, org: Org, slack: SlackStandIn) -> None:
+    room, client = await open_room(store, org, slack, capture_mode="auto")
+    try:
+        await room.say("their CFO approved the budget")
+        [notice] = await wait_until(lambda: room.whispers("rep_a"))
+        undo = button(notice, "Undo")
+        key = await room.world.click(undo, "se", room.channel)  # Sam presses a copy of Rita's button
+        [said] = await wait_until(lambda: slack.responses.get(key))
+        assert "nothing to undo" in said["text"] and (await room.entries())[0].retracted_at is None
+    finally:
+        await client.close()

@@ -287,7 +287,7 @@ async def undo(store: Store, actor: Actor, message_id: int) -> Outcome | None:
             return None
         kept, deal = found
         entry = await _entry_from(s, kept.platform, f"{kept.channel_id}/{kept.message_ref}")
-        if entry is None or entry.retracted_at is not None:
+        if entry is None or entry.retracted_at is not None or not _may_undo(actor, entry):
             return Outcome(deal, "decision", done=False)
         entry.retracted_at = utcnow()
         entry.data = {**(entry.data or {}), "retracted": "undone", "retracted_by": actor.user_id}
@@ -298,6 +298,11 @@ async def undo(store: Store, actor: Actor, message_id: int) -> Outcome | None:
         await _announce(s, store.outbox, kept.opportunity_id, entry.kind)
     store.outbox.wake()
     return Outcome(deal, kind, done=True)
+
+
+def _may_undo(actor: Actor, entry: TimelineEntry) -> bool:
+    """Whose Undo counts: the author of what was logged, whoever confirmed it, or an admin."""
+    return actor.role == "admin" or actor.user_id in (entry.author_id, (entry.data or {}).get("confirmed_by"))
 
 
 async def _visible_message(s: AsyncSession, actor: Actor, message_id: int) -> tuple[TranscriptMessage, str] | None:
