@@ -76,8 +76,8 @@ def _human(event_id: str, channel: str, message: dict[str, Any], capture_bots: b
            change: Literal["new", "edited", "deleted"] = "new", previous: str | None = None) -> ChatMessage | None:
     from_bot = bool(message.get("bot_id")) or message.get("subtype") == "bot_message"
     user = message.get("user") or message.get("bot_id") or ""
-    if (from_bot and not capture_bots) or not user or not message.get("ts"):
-        return None
+    if (from_bot and not capture_bots) or not message.get("ts") or (not user and change != "deleted"):
+        return None  # a deletion names the message; who wrote it may be missing (old messages)
     return ChatMessage(
         platform="slack", event_id=event_id, channel_id=channel, message_id=message["ts"], user_id=user,
         text=message.get("text") or "", sent_at=_time(message["ts"]), thread_id=_thread(message),
