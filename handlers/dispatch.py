@@ -18,7 +18,8 @@ import handlers.help
 import handlers.later
 import handlers.notes
 import handlers.pipeline
-import handlers.rooms  # noqa: F401  (importing the modules declares their commands)
+import handlers.rooms
+import handlers.search  # noqa: F401  (importing the modules declares their commands)
 from handlers import lookup, texts
 from handlers.invocation import Context, Invocation
 from handlers.registry import CommandError, CommandTable, commands

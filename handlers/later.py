@@ -8,7 +8,6 @@ from handlers.registry import CommandError, commands
 from handlers.reply import Reply
 
 _LATER = [
-    ("search", "search <words>", "Search notes, decisions and deal-room conversations.", "search security review"),
     ("digest", "digest daily|weekly|off [HH:MM] [weekday]", "Subscribe to a digest of your team's pipeline.",
      "digest weekly 08:30 monday"),
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crm_store.deals import MAX_NOTE_CHARS, EntryKind, Source, add_entry, recent_entries, room_deal
-from crm_store.models import Opportunity
+from crm_store.models import Opportunity, TimelineEntry
 from handlers import texts
 from handlers.format import timeline_line
 from handlers.invocation import Context
@@ -106,6 +106,12 @@ async def log_from_form(ctx: Context, kind: EntryKind, opportunity_id: int | Non
     return Reply(text=done.format(deal=opp.name, noun=words.noun), actions=deal_actions(opp)[2:], reveals=(opp.id,))
 
 
+def _timeline_item(entry: TimelineEntry) -> Item:
+    """A timeline line; an entry captured from a chat message links back to it."""
+    title, detail = timeline_line(entry)
+    return Item(title, f"{detail}\n{entry.permalink}" if entry.permalink else detail)
+
+
 @commands.command("timeline", usage="timeline [deal]",
                   summary="The latest entries on a deal's timeline: notes, decisions, stage changes.",
                   example="timeline acme renewal")
@@ -122,5 +128,5 @@ async def timeline(ctx: Context, args: str) -> Reply:
         return Reply(title=f"Timeline · {opp.name}", text=texts.TIMELINE_EMPTY.format(deal=opp.name, ref=opp.id),
                      reveals=(opp.id,))
     return Reply(title=f"Timeline · {opp.name}",
-                 sections=[Section(items=[Item(*timeline_line(e)) for e in entries])],
+                 sections=[Section(items=[_timeline_item(e) for e in entries])],
                  actions=deal_actions(opp)[:2], reveals=(opp.id,))

@@ -98,3 +98,12 @@ CAPTURE_GONE = "That message is no longer available (deleted, or on a deal you c
 CAPTURE_UNMAPPED = "I can't log that for you: your chat account isn't linked to a CRM user. Ask your CRM admin to add your email."
 CAPTURE_KINDS = {"decision": "a decision", "action_item": "an action item"}
 CARD_DECISIONS = "Latest decisions"
+
+# -- /crm search ---------------------------------------------------------------------------------
+SEARCH_TITLE = "Search results for “{query}”"
+SEARCH_NO_WORDS = "There is nothing to search for in “{query}”: very common words such as “the” are left out. Type the words you remember, for example `/crm search security review`."
+SEARCH_NOTHING = "Nothing you can see mentions “{query}”: no note, decision or deal-room message. Try other or fewer words."
+SEARCH_MORE = "Only the best {limit} are shown. Add a word to narrow the search."
+SEARCH_MESSAGE = "Message"
+SEARCH_OPEN_TIMELINE = "Open timeline"
+LINK_LABEL = "open message"

@@ -4,6 +4,7 @@ and timeline entries in the database, suggestions and buttons through the Slack 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -257,3 +258,20 @@ async def test_only_the_author_can_undo_an_automatic_capture(store: Store, org: 
         assert "nothing to undo" in said["text"] and (await room.entries())[0].retracted_at is None
     finally:
         await client.close()
+
+
+async def test_search_finds_captured_words_only_for_people_who_may_see_the_room(room: Room) -> None:
+    await room.say("The security questionnaire is back from their CISO")
+    await room.say("Decision: security review passed, pen test report shared")
+    [rita] = await room.world.command("search security review", "rep_a", "C0GENERAL")
+    assert "ACME Renewal 2027" in rita["text"] and "pen test report shared" in rita["text"]
+    assert f"{PERMALINK_HOST}/archives/{room.channel}/p" in rita["text"]
+    assert f"<{PERMALINK_HOST}/archives/{room.channel}/p" in json.dumps(rita["blocks"])  # a link in Slack
+    [mona] = await room.world.command("search questionnaire", "mgr1", "C0GENERAL")  # Rita's manager
+    assert "questionnaire" in mona["text"] and "CISO" in mona["text"]
+    [carl] = await room.world.command("search security questionnaire", "rep_c", "C0GENERAL")  # another team
+    assert "ACME" not in carl["text"] and "CISO" not in carl["text"]
+    await room.send({"type": "message", "subtype": "message_deleted", "channel": room.channel,
+                     "deleted_ts": (await room.kept())[0].message_ref, "ts": "1790000009.000100"})
+    [again] = await room.world.command("search questionnaire", "rep_a", "C0GENERAL")
+    assert "CISO" not in again["text"]

@@ -189,7 +189,7 @@ async def test_room_needs_a_platform_with_deal_rooms(shell: Shell) -> None:
     assert reply.kind == "error" and reply.text == texts.ROOM_NOT_HERE
 
 
-@pytest.mark.parametrize("name", ["search", "digest"])
+@pytest.mark.parametrize("name", ["digest"])
 async def test_commands_of_later_releases_say_so(shell: Shell, name: str) -> None:
     cmd = commands.get(name)
     assert cmd is not None and not cmd.available

@@ -9,6 +9,8 @@ readers, clients without blocks).
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.render_text import render as render_text
+from handlers import texts
 from handlers.reply import Action, Field, Item, Reply
 
 MAX_BLOCKS = 50
@@ -50,6 +53,14 @@ class Message:
 def escape(text: str) -> str:
     """Slack's three control characters; names like ``<!channel>`` then show, and ping nobody."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+URL = re.compile(r"https?://[^\s]+")
+
+
+def linked(escaped: str) -> str:
+    """Links in text already escaped, made clickable (`verbatim` turns Slack's own detection off)."""
+    return URL.sub(lambda m: f"<{m.group(0)}|{texts.LINK_LABEL}>", escaped)
 
 
 def clip(text: str, limit: int) -> str:
@@ -83,7 +94,7 @@ def _field(f: Field) -> MarkdownTextObject:
 
 
 def _item(item: Item, numbering: str, counter: list[int]) -> Block:
-    text = f"{numbering}*{escape(item.title)}*" + (f"\n{escape(item.detail)}" if item.detail else "")
+    text = f"{numbering}*{escape(item.title)}*" + (f"\n{linked(escape(item.detail))}" if item.detail else "")
     accessory = None
     if item.actions:
         counter[0] += 1

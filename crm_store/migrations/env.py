@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 
 from crm_store.models import Base
+from crm_store.search import is_search_object
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -19,6 +20,10 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    # Full-text search lives outside the models (FTS5 tables on SQLite, generated tsvector
+    # columns and GIN indexes on PostgreSQL; see migration 0004): autogenerate must not drop them.
+    include_object=lambda obj, name, type_, reflected, compare_to: not is_search_object(
+        name, type_, reflected, getattr(getattr(obj, "table", None), "name", None)),
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -21,6 +21,7 @@ from crm_store.models import (
     ProcessedEvent,
     TimelineEntry,
 )
+from crm_store.search import is_search_object
 from tests.org import Org
 
 
@@ -31,8 +32,13 @@ async def test_runs_on_the_requested_backend(store: Store) -> None:
 
 async def test_schema_is_at_head_and_matches_the_models(store: Store) -> None:
     assert await current_revision(store.engine) == head_revision()
+    # The full-text search objects of migration 0004 (FTS5 tables and their shadow tables on
+    # SQLite, the generated tsvector columns and their GIN indexes on PostgreSQL) have no model:
+    # they are left out of the comparison, exactly those and nothing else.
+    opts = {"include_object": lambda obj, name, type_, reflected, compare_to: not is_search_object(
+        name, type_, reflected, getattr(getattr(obj, "table", None), "name", None))}
     async with store.engine.connect() as conn:
-        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c, opts=opts), Base.metadata))
     assert diff == [], f"models and migrations disagree; write a migration: {diff}"
 
 
