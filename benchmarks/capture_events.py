@@ -54,26 +54,29 @@ QUESTIONS = ["should we go with 3 years?", "if procurement approves we'd go annu
 
 
 def seed_rooms(db: Path, slack: SlackStandIn) -> tuple[list[str], list[str]]:
-    """Deal rooms for open deals (rows in the database, channels in the stand-in), the deals'
-    people as Slack users. Returns the rooms' channel ids and Slack user ids."""
+    """Deal rooms for open deals (rows in the database, channels in the stand-in; a deal that has
+    a room already gets it moved to the stand-in's channel), the deals' owners as Slack users.
+    Returns the rooms' channel ids and Slack user ids."""
     with closing(sqlite3.connect(db)) as conn:
         deals = conn.execute(
-            "SELECT o.id, o.owner_id, u.email, u.name FROM opportunities o JOIN users u ON u.id = o.owner_id "
-            "WHERE o.status = 'open' AND o.id NOT IN (SELECT opportunity_id FROM deal_rooms) "
-            "ORDER BY o.id LIMIT ?", (ROOMS,)).fetchall()
+            "SELECT o.id, u.email, u.name FROM opportunities o JOIN users u ON u.id = o.owner_id "
+            "WHERE o.status = 'open' AND u.email IS NOT NULL ORDER BY o.id LIMIT ?", (ROOMS,)).fetchall()
         channels, users = [], []
-        for n, (opp_id, _, email, name) in enumerate(deals):
+        for n, (opp_id, email, name) in enumerate(deals):
             user = f"UCAP{n:03d}"
             slack.add_user(user, email, name)
             channel = slack.add_channel(f"deal-capture-{n}", {slack.bot_user_id, user}, is_private=True)
-            conn.execute("INSERT INTO deal_rooms (opportunity_id, platform, channel_id, channel_name, status, "
-                         "created_at, renamed_by_hand, listed_absent) VALUES (?, 'slack', ?, ?, 'active', "
-                         "datetime('now'), 0, '[]')", (opp_id, channel, f"deal-capture-{n}"))
+            moved = conn.execute("UPDATE deal_rooms SET channel_id = ?, status = 'active' WHERE opportunity_id = ? "
+                                 "AND platform = 'slack'", (channel, opp_id)).rowcount
+            if not moved:
+                conn.execute("INSERT INTO deal_rooms (opportunity_id, platform, channel_id, channel_name, status, "
+                             "created_at, renamed_by_hand, listed_absent) VALUES (?, 'slack', ?, ?, 'active', "
+                             "datetime('now'), 0, '[]')", (opp_id, channel, f"deal-capture-{n}"))
             channels.append(channel)
             users.append(user)
         conn.commit()
     if len(channels) < ROOMS:
-        raise SystemExit(f"need {ROOMS} open deals without a room in {db}, found {len(channels)}")
+        raise SystemExit(f"need {ROOMS} open deals with an owner in {db}, found {len(channels)}")
     return channels, users
 
 
