@@ -38,11 +38,10 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from benchmarks.ingest import free_port, wait_ready  # noqa: E402
-from benchmarks.slack_http import BOT_TOKEN, SECRET, TEAM, pct, post_signed  # noqa: E402
+from benchmarks.slack_http import BOT_TOKEN, SECRET, TEAM, pct, send_at_rate  # noqa: E402
 from tests.stand_ins.slack import SlackStandIn  # noqa: E402
 
 ROOMS = 20
-RETRY_SHARE = 0.02
 TARGET_PER_S = 500.0
 CHATTER = ["Kickoff notes are in the doc", "thanks, reading now", "Who is joining the call on Thursday?",
            "Their security team has more questions about SSO", "Updated the mutual action plan"]
@@ -97,37 +96,6 @@ def counts(db: Path) -> dict[str, int]:
                 "claims": one("SELECT COUNT(*) FROM processed_events WHERE platform = 'slack'")}
 
 
-async def send(session: aiohttp.ClientSession, url: str, rate: float, seconds: float, first: int,
-               message: Any, rng: random.Random) -> dict[str, Any]:
-    """Events at `rate`/s for `seconds`; `message(i)` gives (channel, user, text)."""
-    total = int(rate * seconds)
-    retried = set(rng.sample(range(total), round(total * RETRY_SHARE)))
-    statuses: Counter[int | str] = Counter()
-    latencies: list[float] = []
-    in_flight = asyncio.Semaphore(256)
-
-    async def deliver(i: int) -> None:
-        body = event_body(first + i, *message(i))
-        for extra in ([None, {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}]
-                      if i in retried else [None]):
-            async with in_flight:
-                started = time.perf_counter()
-                try:
-                    statuses[await post_signed(session, url, body, "application/json", extra)] += 1
-                except aiohttp.ClientError as error:
-                    statuses[type(error).__name__] += 1
-                latencies.append(time.perf_counter() - started)
-
-    tasks: list[asyncio.Task[None]] = []
-    started = time.perf_counter()
-    while len(tasks) < total:
-        due = min(total, int((time.perf_counter() - started) * rate) + 1)
-        tasks += [asyncio.create_task(deliver(i)) for i in range(len(tasks), due)]
-        await asyncio.sleep(0.01)
-    await asyncio.gather(*tasks)
-    return {"total": total, "statuses": statuses, "latencies": latencies, "elapsed": time.perf_counter() - started}
-
-
 async def capture_phase(db: Path, rate: float, seconds: float, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     async with SlackStandIn(bot_token=BOT_TOKEN, team_id=TEAM) as slack:
@@ -149,8 +117,8 @@ async def capture_phase(db: Path, rate: float, seconds: float, seed: int = 7) ->
                                              timeout=aiohttp.ClientTimeout(total=600)) as session:
                 outsider = slack.add_channel("general", {slack.bot_user_id, *users})
                 before = counts(db)
-                baseline = await send(session, url, rate, max(3.0, seconds / 5), 0,
-                                      lambda i: (outsider, users[i % len(users)], CHATTER[i % len(CHATTER)]), rng)
+                baseline = await send_at_rate(session, url, rate, max(3.0, seconds / 5), lambda i: event_body(
+                    i, outsider, users[i % len(users)], CHATTER[i % len(CHATTER)]), rng)
                 await asyncio.sleep(1)
                 middle = counts(db)
                 kinds: list[str] = []
@@ -163,7 +131,8 @@ async def capture_phase(db: Path, rate: float, seconds: float, seed: int = 7) ->
                     return channels[room], users[room], f"{rng.choice(pool)} ({i})"
 
                 started = time.perf_counter()
-                captured = await send(session, url, rate, seconds, 10_000_000, message, rng)
+                captured = await send_at_rate(session, url, rate, seconds,
+                                              lambda i: event_body(10_000_000 + i, *message(i)), rng)
                 deadline, last, still = time.monotonic() + 60, -1, time.monotonic()
                 while True:
                     now = counts(db)

@@ -198,22 +198,22 @@ def processed(db: Path) -> tuple[int, int, float | None]:
     return rows, distinct, when
 
 
-async def events_phase(session: aiohttp.ClientSession, base: str, db: Path, args: argparse.Namespace,
-                       rng: random.Random) -> dict[str, Any]:
-    """Send events at `--rate`/s for `--seconds` (batches every 10 ms, at most `--in-flight` POSTs
-    at a time), then count what was processed."""
-    url, rate = f"{base}/slack/events", args.rate
-    total = int(rate * args.seconds)
-    in_flight = asyncio.Semaphore(args.in_flight)
+async def send_at_rate(session: aiohttp.ClientSession, url: str, rate: float, seconds: float,
+                       body_of: Callable[[int], str], rng: random.Random, in_flight: int = 256) -> dict[str, Any]:
+    """Signed event bodies ``body_of(0…)`` at a steady `rate` for `seconds` (batches every 10 ms,
+    at most `in_flight` POSTs waiting); RETRY_SHARE of them are sent again as Slack retries.
+    Statuses, ack latencies (from sending a POST, not from when it was due) and timings."""
+    total = int(rate * seconds)
+    slots = asyncio.Semaphore(in_flight)
     retried = set(rng.sample(range(total), round(total * RETRY_SHARE)))
     statuses: Counter[int | str] = Counter()
     latencies: list[float] = []
 
     async def deliver(i: int) -> None:
-        body = event_body(i, slack_user(i % USERS))
+        body = body_of(i)
         for extra in ([None, {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}]
                       if i in retried else [None]):
-            async with in_flight:
+            async with slots:
                 started = time.perf_counter()
                 try:
                     statuses[await post_signed(session, url, body, "application/json", extra)] += 1
@@ -228,7 +228,16 @@ async def events_phase(session: aiohttp.ClientSession, base: str, db: Path, args
         tasks += [asyncio.create_task(deliver(i)) for i in range(len(tasks), due)]
         await asyncio.sleep(0.01)
     await asyncio.gather(*tasks)
-    send_s = time.perf_counter() - started
+    return {"total": total, "retries": len(retried), "statuses": statuses, "latencies": latencies,
+            "first_wall": first_wall, "elapsed": time.perf_counter() - started}
+
+
+async def events_phase(session: aiohttp.ClientSession, base: str, db: Path, args: argparse.Namespace,
+                       rng: random.Random) -> dict[str, Any]:
+    """Send events at `--rate`/s for `--seconds`, then count what was processed."""
+    sent = await send_at_rate(session, f"{base}/slack/events", args.rate, args.seconds,
+                              lambda i: event_body(i, slack_user(i % USERS)), rng, args.in_flight)
+    total = sent["total"]
     deadline, last, still_since = time.monotonic() + 60, -1, time.monotonic()
     while True:
         rows, distinct, newest = processed(db)
@@ -239,9 +248,10 @@ async def events_phase(session: aiohttp.ClientSession, base: str, db: Path, args
         await asyncio.sleep(0.2)
     async with session.get(f"{base}/metrics") as response:
         metrics = await response.text()
-    return {"total": total, "retries": len(retried), "posts": sum(statuses.values()), "send_s": send_s,
-            "statuses": statuses, "latencies": latencies, "rows": rows, "distinct_rows": distinct,
-            "processed_s": (newest - first_wall) if newest else float("nan"),
+    return {"total": total, "retries": sent["retries"], "posts": sum(sent["statuses"].values()),
+            "send_s": sent["elapsed"], "statuses": sent["statuses"], "latencies": sent["latencies"], "rows": rows,
+            "distinct_rows": distinct,
+            "processed_s": (newest - sent["first_wall"]) if newest else float("nan"),
             "metric": counter(metrics, "slack"), "metric_dup": counter(metrics, "slack-duplicate")}
 
 

@@ -198,7 +198,7 @@ async def add_entry(store: Store, actor: Actor, opportunity_id: int, kind: Entry
         )).scalar_one_or_none()
         if visible is None:
             raise LookupError("deal not visible")
-        if source is not None and (earlier := await _entry_from(s, source)) is not None:
+        if source is not None and (earlier := await entry_from(s, source.platform, source.ref)) is not None:
             return Logged(earlier, created=False)
         entry = TimelineEntry(
             opportunity_id=opportunity_id, kind=kind, text=text[:MAX_NOTE_CHARS], author_id=actor.user_id,
@@ -210,7 +210,7 @@ async def add_entry(store: Store, actor: Actor, opportunity_id: int, kind: Entry
                 s.add(entry)
         except IntegrityError:  # logged a moment ago by another request or replica
             assert source is not None
-            earlier = await _entry_from(s, source)
+            earlier = await entry_from(s, source.platform, source.ref)
             assert earlier is not None
             return Logged(earlier, created=False)
         s.add(AuditLog(
@@ -222,6 +222,7 @@ async def add_entry(store: Store, actor: Actor, opportunity_id: int, kind: Entry
     return Logged(entry, created=True)
 
 
-async def _entry_from(s: AsyncSession, source: Source) -> TimelineEntry | None:
+async def entry_from(s: AsyncSession, platform: str, ref: str) -> TimelineEntry | None:
+    """The entry a source message produced, if any (at most one: the pair is unique)."""
     return (await s.execute(select(TimelineEntry).where(
-        TimelineEntry.source_platform == source.platform, TimelineEntry.source_ref == source.ref))).scalar_one_or_none()
+        TimelineEntry.source_platform == platform, TimelineEntry.source_ref == ref))).scalar_one_or_none()

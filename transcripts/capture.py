@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_store import Actor, Store
-from crm_store.deals import MAX_NOTE_CHARS, EntryKind
+from crm_store.deals import MAX_NOTE_CHARS, EntryKind, entry_from
 from crm_store.engine import claim_statement, insert_unless_present
 from crm_store.events import timeline_changed
 from crm_store.models import (
@@ -148,7 +148,7 @@ class Capture:
         return {(platform, channel, ref): row_id for row_id, platform, channel, ref in await s.execute(keep, rows)}
 
     async def _edited(self, s: AsyncSession, msg: ChatMessage, room: Room) -> None:
-        kept = await _kept(s, msg)
+        kept = await _kept(s, msg.platform, msg.channel_id, msg.message_id)
         if kept is None:  # said before Dealbot listened: keep it from now on
             await self._new(s, msg, room)
             return
@@ -157,7 +157,7 @@ class Capture:
         kept.previous_versions = [*(kept.previous_versions or []),
                                   {"text": kept.text, "until": utcnow().isoformat()}]
         kept.text, kept.edited_at = msg.text, utcnow()
-        entry = await _entry_from(s, msg.platform, _ref(msg))
+        entry = await entry_from(s, msg.platform, _ref(msg))
         marked = explicit(msg.text)
         if entry is not None and entry.retracted_at is None:
             entry.text = (marked.text if marked else msg.text)[:MAX_NOTE_CHARS]
@@ -166,11 +166,11 @@ class Capture:
             await _entry(s, self.store.outbox, msg, room, marked.kind, marked.text, captured="marker")
 
     async def _deleted(self, s: AsyncSession, msg: ChatMessage) -> None:
-        kept = await _kept(s, msg)
+        kept = await _kept(s, msg.platform, msg.channel_id, msg.message_id)
         now = utcnow()
         if kept is not None and kept.deleted_at is None:
             kept.text, kept.previous_versions, kept.deleted_at = None, None, now  # gone from search too
-        entry = await _entry_from(s, msg.platform, _ref(msg))
+        entry = await entry_from(s, msg.platform, _ref(msg))
         if entry is not None and entry.retracted_at is None:
             entry.retracted_at = now
             entry.data = {**(entry.data or {}), "retracted": "message deleted"}
@@ -207,7 +207,7 @@ class Capture:
         if room is None or not await _on_team(s, room.opportunity_id, event.actor_id):
             return  # an outsider's reaction decides nothing
         ref = f"{event.channel_id}/{event.message_id}"
-        entry = await _entry_from(s, event.platform, ref)
+        entry = await entry_from(s, event.platform, ref)
         if event.added:
             await self._reacted(s, event, room, ref, entry)
         elif entry is not None and _unreacted(entry, event.actor_id):
@@ -216,9 +216,7 @@ class Capture:
     async def _reacted(self, s: AsyncSession, event: ReactionChanged, room: Room, ref: str,
                        entry: TimelineEntry | None) -> None:
         if entry is None:
-            kept = (await s.execute(select(TranscriptMessage).where(
-                TranscriptMessage.platform == event.platform, TranscriptMessage.channel_id == event.channel_id,
-                TranscriptMessage.message_ref == event.message_id))).scalar_one_or_none()
+            kept = await _kept(s, event.platform, event.channel_id, event.message_id)
             if kept is None or kept.text is None:
                 return  # a message Dealbot never heard (or deleted): nothing to log
             marked = explicit(kept.text)
@@ -268,7 +266,7 @@ async def log_message(store: Store, actor: Actor, message_id: int, kind: EntryKi
             return None
         kept, deal = found
         text, ref = kept.text or "", f"{kept.channel_id}/{kept.message_ref}"
-        if await _entry_from(s, kept.platform, ref) is not None:
+        if await entry_from(s, kept.platform, ref) is not None:
             return Outcome(deal, kind, done=False)
         room = Room(kept.deal_room_id, kept.opportunity_id)
         marked = explicit(text)
@@ -286,7 +284,7 @@ async def undo(store: Store, actor: Actor, message_id: int) -> Outcome | None:
         if found is None:
             return None
         kept, deal = found
-        entry = await _entry_from(s, kept.platform, f"{kept.channel_id}/{kept.message_ref}")
+        entry = await entry_from(s, kept.platform, f"{kept.channel_id}/{kept.message_ref}")
         if entry is None or entry.retracted_at is not None or not _may_undo(actor, entry):
             return Outcome(deal, "decision", done=False)
         entry.retracted_at = utcnow()
@@ -318,15 +316,10 @@ def _ref(msg: ChatMessage) -> str:
     return f"{msg.channel_id}/{msg.message_id}"
 
 
-async def _kept(s: AsyncSession, msg: ChatMessage) -> TranscriptMessage | None:
+async def _kept(s: AsyncSession, platform: str, channel_id: str, message_ref: str) -> TranscriptMessage | None:
     return (await s.execute(select(TranscriptMessage).where(
-        TranscriptMessage.platform == msg.platform, TranscriptMessage.channel_id == msg.channel_id,
-        TranscriptMessage.message_ref == msg.message_id))).scalar_one_or_none()
-
-
-async def _entry_from(s: AsyncSession, platform: str, ref: str) -> TimelineEntry | None:
-    return (await s.execute(select(TimelineEntry).where(
-        TimelineEntry.source_platform == platform, TimelineEntry.source_ref == ref))).scalar_one_or_none()
+        TranscriptMessage.platform == platform, TranscriptMessage.channel_id == channel_id,
+        TranscriptMessage.message_ref == message_ref))).scalar_one_or_none()
 
 
 async def _on_team(s: AsyncSession, opportunity_id: int, user_id: int) -> bool:
