@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from abc import ABC, abstractmethod
 import unicodedata
 from contextlib import closing
 from dataclasses import dataclass
@@ -223,8 +224,8 @@ def _tidy(snippet: str) -> str:
     return _SPACE.sub(" ", snippet).strip()
 
 
-class _Query:
-    """One search on one database. `tier` 2 wants every word, 1 any of them."""
+class _Query(ABC):
+    """One search on one database (each dialect fills in the three abstract parts). `tier` 2 wants every word, 1 any of them."""
 
     def __init__(self, s: AsyncSession, actor: Actor, words: list[str], opportunity_id: int | None) -> None:
         self.s = s
@@ -241,16 +242,17 @@ class _Query:
         last = self.words[-1]
         self.prefix = len(last) >= PREFIX_MIN_CHARS and not await self.known(last)
 
+    @abstractmethod
     async def known(self, word: str) -> bool:
-        raise NotImplementedError
+        """Whether `word` is an indexed word as it stands."""
 
+    @abstractmethod
     def window(self, source: _Source, tier: int, seen: set[int]) -> Select[Any]:
         """(id, score) of the newest `CANDIDATES[tier]` matches of `source`, `seen` left out."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def snippets(self, rows: list[_Row]) -> dict[_Candidate, str]:
         """The rows' texts cut around the words, which are marked."""
-        raise NotImplementedError
 
     def row_visible(self, source: _Source) -> ColumnElement[bool]:
         """The row's deal is one the actor may see (a correlated EXISTS, so that the full-text
