@@ -53,7 +53,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-async def _json(request: web.Request) -> Any:
+async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(text=json.dumps({"error": "send JSON with Content-Type: application/json"}),
                                            content_type="application/json")
@@ -111,7 +111,7 @@ def _item_response(result: ItemResult) -> web.Response:
 
 async def put_one(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
-    body = await _json(request)
+    body = await json_body(request)
     try:
         record = _parse(kind, body)
     except ValidationError as error:
@@ -132,7 +132,7 @@ async def post_bulk(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     if request.content_type == "application/json" and (whole := _valid_bulk(kind, await request.read())) is not None:
         return _bulk_response(request, kind, await Sync(request.app[STORE], _who(request)).upsert(kind, whole))
-    body = await _json(request)
+    body = await json_body(request)
     items = body.get("items") if isinstance(body, dict) else None
     if not isinstance(items, list):
         return problem(422, 'expected {"items": [...]}')

@@ -1,7 +1,7 @@
 """Periodic upkeep inside `dealbot serve`, on APScheduler's asyncio scheduler.
 
 Every replica runs the same jobs; each is harmless to run twice (a purge deletes what is
-already gone), so no coordination is needed.
+already gone, a digest is claimed once per period in the database), so no coordination is needed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.digests import TICK_JOB, Digests
 from crm_store import Store
 from crm_store.chat_events import ChatEvents
 from crm_store.models import utcnow
@@ -58,10 +59,23 @@ async def apply_retention(store: Store, keep: timedelta) -> None:
         log.info("purged old transcript text", extra={"messages": purged})
 
 
+async def send_due_digests(digests: Digests) -> None:
+    try:
+        claimed = await digests.tick()
+    except Exception:  # the database is away: the next minute's tick catches up (grace window)
+        log.exception("looking for due digests failed")
+        return
+    if claimed:
+        log.info("digests claimed for sending", extra={"digests": claimed})
+
+
 def create_scheduler(store: Store, events: ChatEvents | None, rooms: list[DealRooms],
-                     retention: timedelta | None = None) -> AsyncIOScheduler:
-    """The scheduler with the upkeep jobs; started and stopped with the server."""
+                     retention: timedelta | None = None, digests: Digests | None = None) -> AsyncIOScheduler:
+    """The scheduler with the upkeep jobs and the digests; started and stopped with the server."""
     scheduler = AsyncIOScheduler(timezone=timezone.utc)
+    if digests is not None:  # at second 0 of every minute: digests are due on the minute
+        scheduler.add_job(send_due_digests, "cron", args=[digests], id=TICK_JOB, second=0, coalesce=True,
+                          max_instances=1, misfire_grace_time=50)
     if retention is not None:
         scheduler.add_job(apply_retention, "interval", args=[store, retention], id=RETENTION_JOB,
                           seconds=RETENTION_EVERY.total_seconds(), coalesce=True, max_instances=1,

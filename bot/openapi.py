@@ -113,6 +113,22 @@ def openapi_document() -> dict[str, Any]:
             "summary": f"Erase a {kind[:-1]}'s personal data (history stays, anonymised)",
             "parameters": [{"name": key, "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": _responses({"type": "object"}, 401, 404)}
+    from bot.api_digests import PATH, SubscriptionItem  # it validates with these models: no import cycle
+
+    item = SubscriptionItem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas["DigestSubscription"] = item
+    paths[PATH] = {
+        "put": {"summary": f"Subscribe users to digests (or turn them off), up to {MAX_BULK:,} in one request",
+                "requestBody": {"required": True, **_json({"type": "object", "required": ["items"], "properties": {
+                    "items": {"type": "array", "maxItems": MAX_BULK,
+                              "items": {"$ref": "#/components/schemas/DigestSubscription"}}}})},
+                "responses": _responses({"type": "object", "properties": {"results": {"type": "array", "items": {
+                    "type": "object", "required": ["email", "status"], "properties": {
+                        "email": {"type": "string"}, "status": {"enum": ["subscribed", "off", "error"]},
+                        "time_zone": {"type": "string"}, "next_due_at": {"type": "string", "format": "date-time"},
+                        "field": {"type": "string"}, "error": {"type": "string"}}}}}}, 401, 413, 415, 422)},
+        "get": {"summary": "Every digest subscription", "responses": _responses({"type": "object"}, 401)},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Dealbot API", "version": "1"},

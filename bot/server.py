@@ -21,10 +21,13 @@ from sqlalchemy import text
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import api
+from bot import api, api_digests
 from bot.housekeeping import create_scheduler
 from bot.metrics import CONTENT_TYPE, Handler, Metrics, route_name
-from bot.settings import Settings, capture_settings
+from bot.digests import Digests, DirectMessages
+from bot.settings import Settings, capture_settings, digest_settings
+from bot.slack.app import web_client
+from bot.slack.digests import SlackDirect
 from bot.slack.rooms import slack_deal_rooms
 from crm_store import Store
 from bot.slack.app import SlackAdapter
@@ -144,21 +147,26 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
         app.cleanup_ctx.append(_outbox_worker)
     events: ChatEvents | None = None
     app[ROOMS] = rooms = []
+    direct: dict[str, DirectMessages] = {}
     if settings.slack_enabled:
         events = ChatEvents(store, count_event)
         slack_rooms = slack_deal_rooms(store, settings)
         rooms.append(slack_rooms)
+        direct["slack"] = SlackDirect(web_client(settings, retries=False))
         Capture(store, events, capture_settings(settings), CaptureTexts(), whispers=[slack_rooms.port])
-        app[SLACK] = SlackAdapter(store, settings, Dispatcher(store, rooms={"slack": slack_rooms}), events)
+        dispatcher = Dispatcher(store, rooms={"slack": slack_rooms}, digests=digest_settings(settings))
+        app[SLACK] = SlackAdapter(store, settings, dispatcher, events)
         app.cleanup_ctx.append(_slack_lifetime)
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", app[SLACK].handle)
     retention = timedelta(days=settings.transcript_retention_days) if settings.transcript_retention_days else None
-    app[SCHEDULER] = create_scheduler(store, events, rooms, retention)
+    digests = Digests(store, digest_settings(settings), direct) if direct else None
+    app[SCHEDULER] = create_scheduler(store, events, rooms, retention, digests)
     app.cleanup_ctx.append(_scheduler_lifetime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     api.add_routes(app)
+    api_digests.add_routes(app, digest_settings(settings))
     return app
 
 

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from deal_rooms.policy import RoomPolicy
 from deal_rooms.rooms import RoomSettings
+from crm_store.digest_content import Options
+from handlers.digest_schedule import DigestSettings
 from transcripts.capture import CaptureSettings
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./dealbot.db"
@@ -52,6 +54,8 @@ class Settings(BaseSettings):
     dealbot_api_token: SecretStr | None = None
     digest_default_tz: str = "UTC"
     digest_stale_days: int = Field(default=14, ge=1)
+    digest_grace_hours: float = Field(default=6.0, ge=0)
+    digest_amount_change_percent: Decimal = Field(default=Decimal(10), gt=0)
     capture_mode: Literal["suggest", "auto", "explicit"] = "suggest"
     capture_bot_messages: bool = False
     capture_reaction: str = "white_check_mark"
@@ -157,6 +161,12 @@ def room_settings(settings: Settings) -> RoomSettings:
         archive_delay=timedelta(hours=settings.deal_room_archive_delay_hours),
         group_window=timedelta(seconds=settings.deal_room_update_group_seconds),
     )
+
+
+def digest_settings(settings: Settings) -> DigestSettings:
+    return DigestSettings(default_zone=settings.digest_default_tz, grace=timedelta(hours=settings.digest_grace_hours),
+                          content=Options(stale_days=settings.digest_stale_days,
+                                          amount_change_percent=settings.digest_amount_change_percent))
 
 
 def capture_settings(settings: Settings) -> CaptureSettings:

@@ -10,7 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -136,8 +137,15 @@ async def pipeline(store: Store, actor: Actor, owners_of: int, scope: PipelineSc
             .order_by(Opportunity.amount.desc()).limit(10)
         )).scalars())
         closing_count = (await s.execute(select(func.count()).where(closing_filter))).scalar_one()
+    lines, totals = stage_lines(grouped)
+    return Pipeline(lines, closing, closing_count, totals)
+
+
+def stage_lines(grouped: Iterable[Any]) -> tuple[list[StageLine], dict[str, tuple[int, Decimal, Decimal]]]:
+    """Rows of (stage, currency, probability, count, amount) as stage lines in stage order, and
+    (count, amount, weighted) per currency."""
     lines: dict[tuple[str, str], StageLine] = {}
-    totals: dict[str, list] = defaultdict(lambda: [0, Decimal(0), Decimal(0)])
+    totals: dict[str, list[Any]] = defaultdict(lambda: [0, Decimal(0), Decimal(0)])
     for stage, currency, prob, count, amount in grouped:
         amount = Decimal(amount or 0)
         weighted = amount * probability(stage, prob) / 100
@@ -150,7 +158,7 @@ async def pipeline(store: Store, actor: Actor, owners_of: int, scope: PipelineSc
         t[1] += amount
         t[2] += weighted
     ordered = sorted(lines.values(), key=lambda l: (stage_order(l.stage), l.currency))
-    return Pipeline(ordered, closing, closing_count, {c: (t[0], t[1], t[2]) for c, t in sorted(totals.items())})
+    return ordered, {c: (t[0], t[1], t[2]) for c, t in sorted(totals.items())}
 
 
 async def has_reports(store: Store, user_id: int) -> bool:

@@ -292,7 +292,11 @@ class TimelineEntry(Base):
 
 
 class DigestSubscription(Base):
+    """A manager's digest schedule. `next_due_at` is when the scheduler looks at it next (any
+    replica); `time_zone` NULL follows the user's zone, else `DIGEST_DEFAULT_TZ`."""
+
     __tablename__ = "digest_subscriptions"
+    __table_args__ = (Index("ix_digest_subscriptions_due", "enabled", "next_due_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
@@ -301,8 +305,12 @@ class DigestSubscription(Base):
     weekday: Mapped[int | None] = mapped_column(Integer)
     time_zone: Mapped[str | None] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    platform: Mapped[str] = mapped_column(String(16), default="slack", server_default="slack")
+    next_due_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship()
 
 
 class DigestRun(Base):
@@ -316,6 +324,14 @@ class DigestRun(Base):
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(128))
+    # What the digest covers: (window_start, window_end]; the next one starts where this ends.
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    snapshot: Mapped[dict[str, Any] | None]  # the pipeline by stage it showed
+    message_ref: Mapped[str | None] = mapped_column(String(128))  # posted: a retry does not post again
+    file_ref: Mapped[str | None] = mapped_column(String(128))  # the chart, uploaded
+
+    subscription: Mapped[DigestSubscription] = relationship()
 
 
 class OutboxItem(Base):

@@ -8,17 +8,29 @@ out once per period whichever replica or restart gets to it. Around DST changes:
   by the wall clock, at the same instant it would have had without the jump;
 - a time that exists twice (clocks go back) is sent at the first of the two.
 
-This module is part of issue 8 (digests) and not used by the server yet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from crm_store.digest_content import Options
+
 Cadence = Literal["daily", "weekly"]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSettings:
+    """The digest part of the settings, as handlers and the scheduler take it."""
+
+    default_zone: str = "UTC"
+    grace: timedelta = timedelta(hours=6)  # a digest missed by less is sent late; by more, skipped
+    content: Options = field(default_factory=Options)
 
 
 def instant(day: date, at: time, zone: ZoneInfo) -> datetime:
@@ -36,6 +48,13 @@ class Schedule:
     def __post_init__(self) -> None:
         if (self.cadence == "weekly") != (self.weekday is not None):
             raise ValueError("a weekly schedule needs a weekday, a daily one none")
+
+    @classmethod
+    def of(cls, cadence: str, local_time: str, weekday: int | None, zone: str) -> Schedule:
+        """The schedule of a stored subscription (its values were checked when it was saved)."""
+        hours, minutes = (int(part) for part in local_time.split(":"))
+        return cls("weekly" if cadence == "weekly" else "daily", time(hours, minutes), ZoneInfo(zone),
+                   weekday if cadence == "weekly" else None)
 
     def _days_from(self, day: date, step: int) -> date:
         """`day` or the nearest day in direction `step` (±1) that the schedule runs on."""

@@ -14,13 +14,14 @@ from datetime import datetime, timezone
 from crm_store import Store
 from deal_rooms.rooms import DealRooms
 import handlers.capture
+import handlers.digest
 import handlers.help
-import handlers.later
 import handlers.notes
 import handlers.pipeline
 import handlers.rooms
 import handlers.search  # noqa: F401  (importing the modules declares their commands)
 from handlers import lookup, texts
+from handlers.digest_schedule import DigestSettings
 from handlers.invocation import Context, Invocation
 from handlers.registry import CommandError, CommandTable, commands
 from handlers.reply import Action, Reply
@@ -47,14 +48,16 @@ def split_command(text: str) -> tuple[str, str]:
 
 class Dispatcher:
     def __init__(self, store: Store, *, table: CommandTable = commands, on_error: ErrorHook = log_and_apologise,
-                 rooms: Mapping[str, DealRooms] | None = None) -> None:
+                 rooms: Mapping[str, DealRooms] | None = None, digests: DigestSettings | None = None) -> None:
         self.store = store
         self.table = table
         self.on_error = on_error
         self.rooms = dict(rooms or {})  # platform -> its deal rooms
+        self.digests = digests or DigestSettings()
 
     async def dispatch(self, invocation: Invocation, now: datetime | None = None) -> Reply:
-        ctx = Context(self.store, invocation, now or datetime.now(timezone.utc), self.rooms.get(invocation.platform))
+        ctx = Context(self.store, invocation, now or datetime.now(timezone.utc), self.rooms.get(invocation.platform),
+                      self.digests)
         try:
             return await self._run(ctx)
         except CommandError as expected:

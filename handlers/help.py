@@ -18,7 +18,7 @@ async def help_(ctx: Context, args: str) -> Reply:
             raise CommandError(texts.UNKNOWN_HELP_TOPIC.format(word=word))
         return Reply(title=f"/crm {cmd.usage}", text=f"{cmd.summary}\nExample: /crm {cmd.example}")
     items = [
-        Item(f"/crm {c.usage}{'' if c.available else texts.HELP_NOT_YET}", f"{c.summary} Example: /crm {c.example}")
+        Item(f"/crm {c.usage}", f"{c.summary} Example: /crm {c.example}")
         for c in commands
     ]
     return Reply(title=texts.HELP_TITLE, text=texts.HELP_INTRO, sections=[Section(items=items)])

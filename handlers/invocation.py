@@ -7,6 +7,7 @@ from datetime import date, datetime, timezone
 
 from crm_store import Actor, Store
 from deal_rooms.rooms import DealRooms
+from handlers.digest_schedule import DigestSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,7 @@ class Invocation:
     actor: Actor
     platform: str = "shell"
     channel_id: str | None = None
+    time_zone: str | None = None  # the chat profile's, when the platform tells
 
 
 @dataclass(slots=True)
@@ -25,6 +27,7 @@ class Context:
     invocation: Invocation
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     rooms: DealRooms | None = None  # deal rooms on the invocation's platform, where there are any
+    digests: DigestSettings = field(default_factory=DigestSettings)
 
     @property
     def actor(self) -> Actor:

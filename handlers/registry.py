@@ -47,7 +47,6 @@ class Command:
     example: str
     args: Literal["none", "optional", "required"]
     func: Handler
-    available: bool = True
     hidden: bool = False  # run by buttons only: not in help, never suggested
 
 
@@ -57,12 +56,12 @@ class CommandTable:
 
     def command(
         self, name: str, *, usage: str, summary: str, example: str,
-        args: Literal["none", "optional", "required"] = "optional", available: bool = True, hidden: bool = False,
+        args: Literal["none", "optional", "required"] = "optional", hidden: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(func: Handler) -> Handler:
             if name in self._commands:
                 raise ValueError(f"command {name!r} declared twice")
-            self._commands[name] = Command(name, usage, summary, example, args, func, available, hidden)
+            self._commands[name] = Command(name, usage, summary, example, args, func, hidden)
             return func
 
         return register

@@ -46,6 +46,7 @@ class Section:
     fields: list[Field] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
     footer: str = ""
+    compact: bool = False  # items as one block of lines (a digest's many short lists), without buttons
 
 
 @dataclass(slots=True)

@@ -13,11 +13,9 @@ NO_ARGS_EXPECTED = "`/crm {name}` takes no words after it. Type `/crm {usage}`."
 UNKNOWN_COMMAND = "`{word}` is not a command. Did you mean `/crm {suggestion}`?"
 UNKNOWN_COMMAND_WITH_RESULTS = "`{word}` is not a command, so here are search results. Did you mean `/crm {suggestion}`?"
 UNKNOWN_HELP_TOPIC = "There is no command `{word}`. Type `/crm help` to see them all."
-NOT_YET = "`/crm {name}` is not available in this version of Dealbot yet. Type `/crm help` to see what is."
 INTERNAL_ERROR = "Sorry, something went wrong on our side and it has been logged (reference {ref}). Please try again in a moment."
 HELP_TITLE = "Dealbot commands"
 HELP_INTRO = "Type `/crm` followed by a command. Anything that is not a command is searched for."
-HELP_NOT_YET = " (not available yet)"
 
 NOTHING_FOUND = "Nothing matches “{query}”. Check the spelling, or search for part of the name."
 NO_MATCH = "No {kind} matches “{query}”. Check the spelling, or try `/crm find {query}`."
@@ -107,3 +105,62 @@ SEARCH_MORE = "Only the best {limit} are shown. Add a word to narrow the search.
 SEARCH_MESSAGE = "Message"
 SEARCH_OPEN_TIMELINE = "Open timeline"
 LINK_LABEL = "open message"
+
+# -- Teams cards (bot/teams/cards.py) -------------------------------------------------------------
+CARD_MORE = "… and {count:,} more"
+CARD_FORM_SUBMIT = "Save"
+CARD_FORM_REQUIRED = "This is empty. Write something first."
+
+# -- digests (handlers/digest.py, handlers/digest_reply.py) ---------------------------------------
+DIGEST_USAGE = ("Type `/crm digest daily [HH:MM]`, `/crm digest weekly [weekday] [HH:MM]`, `/crm digest off` "
+                "or `/crm digest` to see yours; a time zone may follow, e.g. `/crm digest weekly monday 08:30 Europe/Berlin`.")
+DIGEST_BAD_TIME = "“{value}” is not a time of day. Use 24-hour HH:MM, for example 08:30 or 17:00."
+DIGEST_BAD_WEEKDAY = "“{value}” is not a weekday.{hint} Use monday … sunday (or mon … sun)."
+DIGEST_BAD_ZONE = "“{value}” is not a time zone I know.{hint} Use an IANA name such as Europe/Berlin or America/New_York."
+DIGEST_DID_YOU_MEAN = " Did you mean {suggestion}?"
+DIGEST_DAILY_WEEKDAY = "A daily digest comes every day, so it takes no weekday. For one day a week, type `/crm digest weekly {weekday}`."
+DIGEST_TWICE = "You gave two {what}s ({first} and {second}). Give one."
+DIGEST_SUBSCRIBED = "You will get {schedule}. The first one comes {next}."
+DIGEST_OFF = "Your digest is off. `/crm digest daily` or `/crm digest weekly` turns it on again."
+DIGEST_ALREADY_OFF = "You have no digest to turn off. `/crm digest daily` or `/crm digest weekly` subscribes you."
+DIGEST_NONE = "You get no digest. Subscribe with `/crm digest daily 08:00` or `/crm digest weekly monday 08:30`."
+DIGEST_SHOW = "You get {schedule}. The next one comes {next}."
+DIGEST_LAST_SENT = " The last one covered up to {when}."
+DIGEST_DAILY = "a daily digest at {time} ({zone})"
+DIGEST_WEEKLY = "a weekly digest on {weekday}s at {time} ({zone})"
+DIGEST_ZONE_FROM = {"typed": "", "profile": " — from your chat profile", "crm": " — from the CRM",
+                    "default": " — Dealbot's default; add a zone to change it"}
+DIGEST_MORE_USAGE = "Which list? Type `/crm digest more <list>` with one of: {names}."
+DIGEST_NO_TEAM_HINT = "Nobody reports to you in the CRM, so your digest covers your own deals."
+DIGEST_TITLE = "Pipeline digest for {manager}"
+DIGEST_SPAN = "What moved in your team's pipeline from {start} to {end}."
+DIGEST_EMPTY = "Nothing moved in your team's pipeline from {start} to {end}."
+DIGEST_PIPELINE = "Open pipeline"
+DIGEST_FIRST = "This is your first digest: changes to the pipeline show from the next one."
+DIGEST_STAGE_LINE = "{stage}: {count} deal{s} · {amount} · weighted {weighted}"
+DIGEST_SINCE_LAST = "{deals} deals, {amount} since the last digest"
+DIGEST_UNCHANGED = "unchanged since the last digest"
+DIGEST_TOTAL = "Total ({currency})"
+DIGEST_TOTAL_VALUE = "{count} deals · {amount} · weighted {weighted}"
+DIGEST_SECTIONS = {
+    "won": "Won ({n})", "lost": "Lost ({n})", "moved": "Moved stage ({n})", "amounts": "Amount changes ({n})",
+    "slipped": "Close dates slipped ({n})", "decisions": "Decisions and action items ({n})",
+    "stale": "Stale: no activity for {days} days ({n})", "closing": "Closing in the next 14 days ({n})",
+    "rooms": "New deal rooms ({n})",
+}
+DIGEST_MORE = "… and {n} more: `/crm digest more {name}`"
+DIGEST_DEAL = "{deal} · {account}"
+DIGEST_DEAL_DETAIL = "{amount} · {stage} · closes {close} · {owner}"
+DIGEST_MOVE = "{old} → {new}"
+DIGEST_AMOUNT = "{old} → {new} ({change:+.0f} %)"
+DIGEST_SLIP = "{old} → {new} · slipped {times}"
+DIGEST_SLIP_TIMES = {1: "once", 2: "twice"}
+DIGEST_CAPTURED = "{kind} on {deal}"
+DIGEST_CAPTURED_DETAIL = "“{text}” — {author}, {when}"
+DIGEST_STALE = "last activity {when}"
+DIGEST_STALE_NEVER = "no activity yet"
+DIGEST_ROOM = "#{channel} ({platform}) · {deal}"
+DIGEST_CHART_TITLE = "Open pipeline by stage"
+DIGEST_CHART_ALT = "Bar chart of the open pipeline by stage, now and at the last digest"
+DIGEST_MORE_TITLE = "{section}, {start} to {end}"
+DIGEST_MORE_EMPTY = "Nothing in “{name}” from {start} to {end}."

@@ -1082,11 +1082,12 @@ async def test_every_documented_path_is_routed_by_the_app_and_every_route_docume
             path = _concrete(template, operation, method)
             documented.append((method.upper(), path))
             query = "?q=acme" if path.endswith("/search") else ""
-            status, answer = await call(api, method.upper(), path + query,
-                                        {"items": []} if path.endswith("/bulk") else None)
+            bulk = path.endswith(("/bulk", "/digest-subscriptions")) and method != "get"
+            status, answer = await call(api, method.upper(), path + query, {"items": []} if bulk else None)
             assert status != 405 and answer != {"error": "no such endpoint"}, (method, path, answer)
             assert status < 500, (method, path, answer)
-    assert len(documented) == 4 * 2 + 2 + 2 + 1  # PUT and bulk per kind, 2 erasures, deal, timeline, search
+    # PUT and bulk per kind, 2 erasures, deal, timeline, search, digest subscriptions (PUT, GET)
+    assert len(documented) == 4 * 2 + 2 + 2 + 1 + 2
 
     # Conversely, every API route of the app answers at least one documented request.
     app = api.app

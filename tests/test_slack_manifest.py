@@ -33,6 +33,9 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "users.lookupByEmail": {"users:read.email"},
     "users.info": {"users:read", "users:read.email"},  # the email is how a Slack user maps to the CRM
     "views.open": set(),
+    "conversations.open": {"im:write"},  # a digest's direct message
+    # slack-sdk's helper for files.getUploadURLExternal + the upload + files.completeUploadExternal
+    "files.upload_v2": {"files:write"},
 }
 EVENT_SCOPES: dict[str, set[str]] = {
     "message.channels": {"channels:history"},
@@ -54,7 +57,7 @@ def methods_called() -> set[str]:
     """Web API methods called anywhere in bot/: ``client.chat_postMessage(`` -> chat.postMessage."""
     called = {"auth.test"}
     for path in (ROOT / "bot").rglob("*.py"):
-        for name in re.findall(r"client\.([a-z]+_[A-Za-z_]+)\(", path.read_text()):
+        for name in re.findall(r"client\.([a-z]+_[A-Za-z_0-9]+)\(", path.read_text()):
             family, _, method = name.partition("_")
             called.add(f"{family}.{method}")
     return called

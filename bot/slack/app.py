@@ -136,9 +136,9 @@ class SlackAdapter:
         app.error(self._bolt_error)
 
     async def _run(self, text: str, user_id: str, channel_id: str | None) -> Reply:
-        actor = await self.identity.actor(user_id)
-        return await self.dispatcher.dispatch(Invocation(text=text, actor=actor, platform="slack",
-                                                         channel_id=channel_id))
+        who = await self.identity.user(user_id)
+        return await self.dispatcher.dispatch(Invocation(text=text, actor=who.actor, platform="slack",
+                                                         channel_id=channel_id, time_zone=who.time_zone))
 
     async def _command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()

@@ -25,6 +25,7 @@ TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "token_revoked", "token_
 class SlackUser:
     actor: Actor
     is_bot: bool
+    time_zone: str | None = None  # the Slack profile's, looked up when the CRM has none
 
 
 class SlackIdentity:
@@ -69,7 +70,7 @@ class SlackIdentity:
 
     async def _look_up(self, user_id: str) -> SlackUser:
         actor = await self.store.actor_for(slack_user_id=user_id)
-        if actor.is_mapped:
+        if actor.is_mapped and actor.time_zone:
             return SlackUser(actor, is_bot=False)
         try:
             info = (await self.client.users_info(user=user_id))["user"]
@@ -77,7 +78,9 @@ class SlackIdentity:
             if error.response.get("error") in TOKEN_ERRORS:
                 raise  # the workspace must hear that the app needs reinstalling, not "who are you?"
             log.warning("users.info failed", extra={"error": error.response.get("error")})
-            return SlackUser(Actor.unmapped("a Slack user"), is_bot=False)
+            return SlackUser(actor if actor.is_mapped else Actor.unmapped("a Slack user"), is_bot=False)
+        if actor.is_mapped:  # known, but without a zone in the CRM: the profile's helps digests
+            return SlackUser(actor, is_bot=False, time_zone=info.get("tz"))
         profile = info.get("profile") or {}
         name = profile.get("real_name") or info.get("real_name") or info.get("name") or "a Slack user"
         is_bot = bool(info.get("is_bot")) or user_id == "USLACKBOT"
@@ -87,4 +90,4 @@ class SlackIdentity:
         actor = await self.store.actor_for(email=email, display_name=name)
         if actor.is_mapped and actor.user_id is not None:
             await self.store.link_chat_identity(actor.user_id, slack_user_id=user_id)
-        return SlackUser(actor, is_bot=False)
+        return SlackUser(actor, is_bot=False, time_zone=info.get("tz"))

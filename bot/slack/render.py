@@ -102,6 +102,12 @@ def _item(item: Item, numbering: str, counter: list[int]) -> Block:
     return SectionBlock(text=_mrkdwn(text), accessory=accessory)
 
 
+def _line(item: Item) -> str:
+    """An item of a compact list: a bullet, the title in bold, the detail indented below."""
+    detail = "".join(f"\n      {linked(escape(line))}" for line in item.detail.splitlines())
+    return f"• *{escape(item.title)}*{detail}"
+
+
 def render(reply: Reply, *, share_command: str | None = None) -> Message:
     """Blocks for `reply`; with `share_command`, a "Share in channel" button that re-runs it."""
     head: list[Block] = []
@@ -130,8 +136,11 @@ def render(reply: Reply, *, share_command: str | None = None) -> Message:
             text = "\n".join(x for x in (f"*{escape(section.heading)}*" if section.heading else "",
                                          escape(section.text)) if x)
             blocks.append(SectionBlock(text=_mrkdwn(text)))
-        blocks += [_item(item, f"{n}. " if reply.kind == "choice" else "", counter)
-                   for n, item in enumerate(section.items, 1)]
+        if section.compact and section.items:
+            blocks.append(SectionBlock(text=_mrkdwn("\n".join(_line(item) for item in section.items))))
+        else:
+            blocks += [_item(item, f"{n}. " if reply.kind == "choice" else "", counter)
+                       for n, item in enumerate(section.items, 1)]
         blocks += _fields(section.fields)
         if section.footer:
             blocks.append(ContextBlock(elements=[_mrkdwn(escape(section.footer))]))

@@ -57,7 +57,7 @@ class SlackRooms:
 
     @asynccontextmanager
     async def _tier2(self, call: str) -> AsyncIterator[None]:
-        async with self._spacing[call].turn(), _translated():
+        async with self._spacing[call].turn(), translated():
             yield
 
     async def create_channel(self, name: str, *, private: bool) -> Channel:
@@ -69,7 +69,7 @@ class SlackRooms:
         """Slack has no lookup by name: page through the channels the bot can see."""
         cursor = ""
         while True:
-            async with _translated():
+            async with translated():
                 answer = await self.client.conversations_list(
                     types="public_channel,private_channel", exclude_archived=False, limit=PAGE, cursor=cursor or None)
             channels: list[dict[str, Any]] = answer.get("channels") or []
@@ -81,7 +81,7 @@ class SlackRooms:
                 return None
 
     async def channel(self, channel_id: str) -> Channel:
-        async with _translated():
+        async with translated():
             answer = await self.client.conversations_info(channel=channel_id)
         return await self._channel(answer["channel"])
 
@@ -89,7 +89,7 @@ class SlackRooms:
         found: set[str] = set()
         cursor = ""
         while True:
-            async with _translated():
+            async with translated():
                 answer = await self.client.conversations_members(channel=channel_id, limit=PAGE, cursor=cursor or None)
             found.update(answer.get("members", []))
             cursor = (answer.get("response_metadata") or {}).get("next_cursor") or ""
@@ -100,7 +100,7 @@ class SlackRooms:
         if not email:
             return None
         try:
-            async with _translated():
+            async with translated():
                 answer = await self.client.users_lookupByEmail(email=email)
         except Refused as refusal:
             if str(refusal) == "users_not_found":
@@ -110,25 +110,25 @@ class SlackRooms:
         return None if user.get("deleted") or user.get("is_bot") else str(user["id"])
 
     async def invite(self, channel_id: str, user_ids: Sequence[str]) -> None:
-        async with _translated():
+        async with translated():
             await self.client.conversations_invite(channel=channel_id, users=",".join(user_ids), force=True)
 
     async def post(self, channel_id: str, message: Reply) -> str:
         rendered = render(message)
-        async with _translated():
+        async with translated():
             answer = await self.client.chat_postMessage(channel=channel_id, text=rendered.text, blocks=rendered.blocks,
                                                         unfurl_links=False)
         return str(answer["ts"])
 
     async def post_ephemeral(self, channel_id: str, user_id: str, message: Reply) -> None:
         rendered = render(message)
-        async with _translated():
+        async with translated():
             await self.client.chat_postEphemeral(channel=channel_id, user=user_id, text=rendered.text,
                                                  blocks=rendered.blocks)
 
     async def update(self, channel_id: str, message_ref: str, message: Reply) -> None:
         rendered = render(message)
-        async with _translated():
+        async with translated():
             await self.client.chat_update(channel=channel_id, ts=message_ref, text=rendered.text, blocks=rendered.blocks)
 
     async def pin(self, channel_id: str, message_ref: str) -> None:
@@ -153,14 +153,15 @@ class SlackRooms:
 
     async def _channel(self, raw: dict[str, Any]) -> Channel:
         if self._bot_user_id is None:
-            async with _translated():
+            async with translated():
                 self._bot_user_id = str((await self.client.auth_test())["user_id"])
         return Channel(str(raw["id"]), str(raw.get("name", "")), archived=bool(raw.get("is_archived")),
                        created_by_us=raw.get("creator") == self._bot_user_id)
 
 
 @asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
+async def translated() -> AsyncIterator[None]:
+    """Slack errors as the port's exceptions; answers meaning "already so" count as success."""
     try:
         yield
     except SlackApiError as error:

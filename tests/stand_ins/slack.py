@@ -417,7 +417,8 @@ class SlackStandIn:
 
     # -- seeding and control --------------------------------------------------------------------
 
-    def add_user(self, user_id: str, email: str | None, name: str, *, is_bot: bool = False) -> None:
+    def add_user(self, user_id: str, email: str | None, name: str, *, is_bot: bool = False,
+                 tz: str = "America/Los_Angeles") -> None:
         handle = (email.split("@")[0] if email else name).lower().replace(" ", ".")
         profile: dict[str, Any] = {"real_name": name, "display_name": name}
         if email is not None:  # Slack leaves email out of a profile that has none (bots).
@@ -425,6 +426,7 @@ class SlackStandIn:
         self.users[user_id] = {
             "id": user_id, "team_id": self.team_id, "name": handle, "real_name": name,
             "is_bot": is_bot, "deleted": False, "profile": profile,
+            "tz": tz, "tz_label": tz, "tz_offset": 0,  # Slack's default zone for a new account
         }
 
     def add_channel(

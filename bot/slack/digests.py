@@ -1,0 +1,54 @@
+"""Digests on Slack: a direct message with Block Kit, then the chart through Slack's file upload
+flow (files.getUploadURLExternal, the upload, files.completeUploadExternal into the DM)."""
+
+from __future__ import annotations
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.digests import Chart
+from bot.slack.render import render
+from bot.slack.rooms import translated
+from crm_store.models import User
+from deal_rooms.port import Refused
+from handlers.reply import Reply
+
+CHART_FILE = "pipeline.png"
+
+
+class SlackDirect:
+    platform = "slack"
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+
+    async def open_dm(self, user: User) -> str | None:
+        slack_id = user.slack_user_id or await self._by_email(user.email)
+        if slack_id is None:
+            return None
+        async with translated():
+            answer = await self.client.conversations_open(users=slack_id)
+        return str(answer["channel"]["id"])
+
+    async def _by_email(self, email: str) -> str | None:
+        try:
+            async with translated():
+                answer = await self.client.users_lookupByEmail(email=email)
+        except Refused as refusal:
+            if str(refusal) == "users_not_found":
+                return None
+            raise
+        found = answer["user"]
+        return None if found.get("deleted") or found.get("is_bot") else str(found["id"])
+
+    async def post_dm(self, conversation: str, message: Reply, chart: Chart | None) -> str:
+        rendered = render(message)
+        async with translated():
+            answer = await self.client.chat_postMessage(channel=conversation, text=rendered.text,
+                                                        blocks=rendered.blocks, unfurl_links=False)
+        return str(answer["ts"])
+
+    async def attach_chart(self, conversation: str, chart: Chart) -> str | None:
+        async with translated():
+            answer = await self.client.files_upload_v2(content=chart.png, filename=CHART_FILE, title=chart.title,
+                                                       alt_txt=chart.alt, channel=conversation)
+        return str(answer["files"][0]["id"])
