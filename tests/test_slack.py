@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from bot.digests import TICK_JOB
 from bot.housekeeping import PURGE_JOB
 from bot.server import SCHEDULER, SLACK, create_app
 from bot.settings import load_settings
 from crm_store import Store
-from crm_store.models import AuditLog, DealRoom, ProcessedEvent, TimelineEntry
+from crm_store.models import AuditLog, DealRoom, DigestRun, DigestSubscription, ProcessedEvent, TimelineEntry
 from handlers import texts
 from crm_store.chat_events import KEEP_CLAIMS
 from tests.org import Org
@@ -283,6 +284,27 @@ async def test_a_retry_after_a_restart_is_still_dropped(store: Store, org: Org, 
     finally:
         await second.close()
     assert seen == []
+
+
+async def test_a_digest_subscribed_in_slack_comes_by_dm_from_the_servers_scheduler(
+        world: SlackWorld, slack: SlackStandIn, store: Store, org: Org) -> None:
+    now = datetime.now(timezone.utc)
+    [answer] = await world.command(f"digest daily {now:%H:%M} UTC", who="mgr1")
+    assert f"daily digest at {now:%H:%M} (UTC)" in answer["text"]
+    async with store.transaction() as s:  # due this minute (as if subscribed yesterday)
+        await s.execute(update(DigestSubscription).values(next_due_at=now.replace(second=0, microsecond=0)))
+    world.client.server.app[SCHEDULER].get_job(TICK_JOB).modify(next_run_time=now)  # not at the next minute
+    await world.wait_for(lambda: slack.called("files.completeUploadExternal"))
+    [dm] = [c for c in slack.channels.values() if c.is_im and slack_id("mgr1") in c.members]
+    digest, chart = slack.messages[dm.id]
+    assert "Pipeline digest for Mona Manager" in digest.text and digest.blocks
+    assert [slack.files[f]["bytes"][:4] for f in chart.files] == [b"\x89PNG"]
+    assert await world.wait_for(lambda: _run_statuses(store)) == ["sent"]
+
+
+async def _run_statuses(store: Store) -> list[str]:
+    async with store.session() as s:
+        return [status for status in (await s.execute(select(DigestRun.status))).scalars() if status == "sent"]
 
 
 async def test_the_server_forgets_event_ids_once_slack_can_no_longer_retry(
