@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 from rapidfuzz import fuzz, process
-
-from decimal import Decimal
 
 from crm_store import digests
 from crm_store.digest_content import DigestData, Options, Window, team_digest
@@ -65,7 +64,7 @@ async def digest(ctx: Context, args: str) -> Reply:
         return await _more(ctx, ctx.actor.user_id, words[1:])
     if first not in ("daily", "weekly"):
         raise CommandError(texts.DIGEST_USAGE)
-    request = parse(first, words[1:])  # type: ignore[arg-type]
+    request = parse("daily" if first == "daily" else "weekly", words[1:])
     zone, source = _zone(ctx, request.zone)
     schedule = Schedule.of(request.cadence, request.local_time, request.weekday, zone)
     upcoming = schedule.next_after(ctx.now)
@@ -78,28 +77,29 @@ async def digest(ctx: Context, args: str) -> Reply:
 
 def parse(cadence: Literal["daily", "weekly"], words: list[str]) -> Request:
     """The words after ``daily``/``weekly``, in any order; each bad one named in the reply."""
-    found: dict[str, tuple[str, object]] = {}
+    seen: dict[str, str] = {}  # what -> the word that gave it, to name both when one comes twice
+    local_time, weekday, zone = DEFAULT_TIME, 0 if cadence == "weekly" else None, None
 
-    def keep(what: str, word: str, value: object) -> None:
-        if what in found:
-            raise CommandError(texts.DIGEST_TWICE.format(what=what, first=found[what][0], second=word))
-        found[what] = (word, value)
+    def once(what: str, word: str) -> None:
+        if what in seen:
+            raise CommandError(texts.DIGEST_TWICE.format(what=what, first=seen[what], second=word))
+        seen[what] = word
 
     for word in words:
         lowered = word.lower()
         if TIME.match(word) or (lowered[:1].isdigit() and ":" in lowered):
-            keep("time", word, _time(word))
+            once("time", word)
+            local_time = _time(word)
         elif lowered in SHORT_DAYS:
             if cadence == "daily":
                 raise CommandError(texts.DIGEST_DAILY_WEEKDAY.format(weekday=WEEKDAYS[SHORT_DAYS[lowered]]))
-            keep("weekday", word, SHORT_DAYS[lowered])
+            once("weekday", word)
+            weekday = SHORT_DAYS[lowered]
         elif lowered in _zones():
-            keep("time zone", word, _zones()[lowered])
+            once("time zone", word)
+            zone = _zones()[lowered]
         else:
             raise CommandError(_unknown(word))
-    local_time = str(found["time"][1]) if "time" in found else DEFAULT_TIME
-    zone = str(found["time zone"][1]) if "time zone" in found else None
-    weekday = int(found["weekday"][1]) if "weekday" in found else (0 if cadence == "weekly" else None)  # type: ignore[call-overload]
     return Request(cadence, local_time, weekday, zone)
 
 

@@ -131,7 +131,6 @@ DIGEST_WEEKLY = "a weekly digest on {weekday}s at {time} ({zone})"
 DIGEST_ZONE_FROM = {"typed": "", "profile": " — from your chat profile", "crm": " — from the CRM",
                     "default": " — Dealbot's default; add a zone to change it"}
 DIGEST_MORE_USAGE = "Which list? Type `/crm digest more <list>` with one of: {names}."
-DIGEST_NO_TEAM_HINT = "Nobody reports to you in the CRM, so your digest covers your own deals."
 DIGEST_TITLE = "Pipeline digest for {manager}"
 DIGEST_SPAN = "What moved in your team's pipeline from {start} to {end}."
 DIGEST_EMPTY = "Nothing moved in your team's pipeline from {start} to {end}."
