@@ -66,14 +66,22 @@ async def put_subscriptions(request: web.Request) -> web.Response:
     store, settings = request.app[STORE], request.app[SETTINGS]
     results: list[dict[str, Any]] = []
     valid: list[tuple[int, SubscriptionItem]] = []
+    first_item: dict[str, int] = {}  # email -> the item that has it
     for i, raw in enumerate(bulk.items):
         try:
-            valid.append((i, SubscriptionItem.model_validate(raw)))
-            results.append({})
+            item = SubscriptionItem.model_validate(raw)
         except ValidationError as error:
             first = error.errors()[0]
             results.append({"email": str(raw.get("email", ""))[:320], "status": "error",
                             "field": ".".join(str(p) for p in first["loc"]) or "item", "error": first["msg"]})
+            continue
+        earlier = first_item.setdefault(item.email.lower(), i)
+        if earlier != i:
+            results.append({"email": item.email, "status": "error", "field": "email",
+                            "error": f"the same email as item {earlier}; give each person once"})
+            continue
+        valid.append((i, item))
+        results.append({})
     async with store.session() as s:
         emails = {item.email for _, item in valid}
         users = {email.lower(): (user_id, zone) for user_id, email, zone in (await s.execute(

@@ -114,7 +114,18 @@ class Digests:
     # -- sending (the outbox handler) ---------------------------------------------------------------
 
     async def send(self, item: Claimed) -> dict[str, Any] | None:
-        run = await digests.run(self.store, int(item.payload["run_id"]))
+        """The outbox handler. A send that fails for good leaves its run "failed" unless the
+        message got out, so the next digest covers the period instead of skipping it."""
+        run_id = int(item.payload["run_id"])
+        try:
+            return await self._deliver(run_id)
+        except Exception as error:
+            if isinstance(error, GiveUp) or item.attempts + 1 >= self.store.outbox.max_attempts:
+                await digests.fail(self.store, run_id)
+            raise
+
+    async def _deliver(self, run_id: int) -> dict[str, Any]:
+        run = await digests.run(self.store, run_id)
         if run is None or run.status in ("sent", "cancelled", "undeliverable"):
             return {"status": run.status if run else "gone"}
         sub, user = run.subscription, run.subscription.user

@@ -153,6 +153,13 @@ async def record(store: Store, run_id: int, **values: Any) -> None:
         await s.execute(update(DigestRun).where(DigestRun.id == run_id).values(**values))
 
 
+async def fail(store: Store, run_id: int) -> None:
+    """A send given up: the run no longer counts as delivered, unless its message was posted."""
+    async with store.transaction(renames=False) as s:
+        await s.execute(update(DigestRun).where(DigestRun.id == run_id, DigestRun.message_ref.is_(None))
+                        .values(status="failed"))
+
+
 async def claim_nothing(store: Store, subscription_id: int, next_due_at: datetime, expected_due: datetime) -> None:
     """Move a subscription on without a digest (its schedule now falls later)."""
     async with store.transaction(renames=False) as s:

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.digests import Chart, Digests
+from deal_rooms.port import Refused
 from bot.render_text import render
 from crm_store import Store, digests
 from crm_store.deals import Source, add_entry
@@ -374,3 +375,24 @@ async def test_undeliverable_and_unsubscribed_digests_are_not_sent(store: Store,
     assert [r.status for r in await runs(store, absent)] == ["undeliverable"]
     assert [r.status for r in await runs(store, gone)] == ["cancelled"]
     assert inbox.posted == []
+
+
+async def test_a_digest_that_fails_for_good_is_covered_by_the_next_one(store: Store, org: Org) -> None:
+    service, inbox = _service(store)
+    sub = await subscribe(store, org.users["mgr1"], zone="Europe/Berlin", next_due=local(BERLIN, 2026, 11, 1, 8, 0))
+    posts = 0
+
+    async def second_refused(conversation: str, message: Reply, chart: Chart | None) -> str:
+        nonlocal posts
+        posts += 1
+        if posts == 2:
+            raise Refused("not_allowed_token_type")
+        return await Inbox.post_dm(inbox, conversation, message, chart)
+
+    inbox.post_dm = second_refused  # type: ignore[method-assign]
+    for day in (1, 2, 3):
+        await service.tick(local(BERLIN, 2026, 11, day, 8, 0))
+        await deliver(store)
+    first, failed, third = await runs(store, sub)
+    assert (first.status, failed.status, third.status) == ("sent", "failed", "sent") and len(inbox.posted) == 2
+    assert third.window_start == first.window_end  # the failed day is in the next digest
