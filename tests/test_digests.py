@@ -56,8 +56,8 @@ class Inbox:
         return f"F{len(self.charts)}"
 
 
-def local(zone: ZoneInfo, *args: int) -> datetime:
-    return datetime(*args, tzinfo=zone).astimezone(UTC)  # type: ignore[misc]
+def local(zone: ZoneInfo, year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=zone).astimezone(UTC)
 
 
 async def subscribe(store: Store, user_id: int, cadence: str = "daily", at: str = "08:00", weekday: int | None = None,
