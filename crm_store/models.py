@@ -164,6 +164,7 @@ class Contact(Timestamps, Base):
 
 class Opportunity(Timestamps, Base):
     __tablename__ = "opportunities"
+    __table_args__ = (Index("ix_opportunities_owner_status", "owner_id", "status"),)  # a team's open deals
 
     id: Mapped[int] = mapped_column(primary_key=True)
     external_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -273,6 +274,7 @@ class TimelineEntry(Base):
     __table_args__ = (
         UniqueConstraint("source_platform", "source_ref"),
         Index("ix_timeline_entries_opp_time", "opportunity_id", "occurred_at"),
+        Index("ix_timeline_entries_opp_kind_time", "opportunity_id", "kind", "occurred_at"),  # a deal's decisions
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
