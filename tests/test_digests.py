@@ -396,3 +396,27 @@ async def test_a_digest_that_fails_for_good_is_covered_by_the_next_one(store: St
     first, failed, third = await runs(store, sub)
     assert (first.status, failed.status, third.status) == ("sent", "failed", "sent") and len(inbox.posted) == 2
     assert third.window_start == first.window_end  # the failed day is in the next digest
+
+
+async def test_a_digest_fits_block_kit_and_an_adaptive_card_with_its_chart(store: Store, org: Org,
+                                                                           moved: Window) -> None:
+    from bot.slack.render import MAX_BLOCKS, render as block_kit
+    from bot.teams.cards import MAX_CARD_BYTES, activity_bytes, render as adaptive_card
+
+    service, _ = _service(store)
+    built = await service.preview(await _user(store, org.users["vp"]))
+    data = built.data
+    assert data.moved and data.captured  # a digest with many sections
+    chart = await service._chart(built)
+    assert chart is not None
+    blocks = block_kit(built.reply).blocks
+    assert len(blocks) <= MAX_BLOCKS and blocks[0]["text"]["text"] == "Pipeline digest for Victor Vance"
+    card = adaptive_card(built.reply, image=chart.png, image_alt=chart.alt)
+    assert activity_bytes(card) <= MAX_CARD_BYTES
+    images = [e for e in card.card["body"] if e.get("type") == "Image"]
+    assert [i["url"][:22] for i in images] == ["data:image/png;base64,"]  # the chart inline
+
+
+async def _user(store: Store, user_id: int) -> User:
+    async with store.session() as s:
+        return (await s.execute(select(User).where(User.id == user_id))).scalar_one()
