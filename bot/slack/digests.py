@@ -7,9 +7,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.digests import Chart
 from bot.slack.render import render
-from bot.slack.rooms import translated
+from bot.slack.rooms import translated, user_for_email
 from crm_store.models import User
-from deal_rooms.port import Refused
 from handlers.reply import Reply
 
 CHART_FILE = "pipeline.png"
@@ -22,23 +21,12 @@ class SlackDirect:
         self.client = client
 
     async def open_dm(self, user: User) -> str | None:
-        slack_id = user.slack_user_id or await self._by_email(user.email)
+        slack_id = user.slack_user_id or await user_for_email(self.client, user.email)
         if slack_id is None:
             return None
         async with translated():
             answer = await self.client.conversations_open(users=slack_id)
         return str(answer["channel"]["id"])
-
-    async def _by_email(self, email: str) -> str | None:
-        try:
-            async with translated():
-                answer = await self.client.users_lookupByEmail(email=email)
-        except Refused as refusal:
-            if str(refusal) == "users_not_found":
-                return None
-            raise
-        found = answer["user"]
-        return None if found.get("deleted") or found.get("is_bot") else str(found["id"])
 
     async def post_dm(self, conversation: str, message: Reply, chart: Chart | None) -> str:
         rendered = render(message)

@@ -97,17 +97,7 @@ class SlackRooms:
                 return found
 
     async def user_for_email(self, email: str | None) -> str | None:
-        if not email:
-            return None
-        try:
-            async with translated():
-                answer = await self.client.users_lookupByEmail(email=email)
-        except Refused as refusal:
-            if str(refusal) == "users_not_found":
-                return None
-            raise
-        user = answer["user"]
-        return None if user.get("deleted") or user.get("is_bot") else str(user["id"])
+        return await user_for_email(self.client, email)
 
     async def invite(self, channel_id: str, user_ids: Sequence[str]) -> None:
         async with translated():
@@ -157,6 +147,21 @@ class SlackRooms:
                 self._bot_user_id = str((await self.client.auth_test())["user_id"])
         return Channel(str(raw["id"]), str(raw.get("name", "")), archived=bool(raw.get("is_archived")),
                        created_by_us=raw.get("creator") == self._bot_user_id)
+
+
+async def user_for_email(client: AsyncWebClient, email: str | None) -> str | None:
+    """The Slack id of the active, human account with this email; None when there is none."""
+    if not email:
+        return None
+    try:
+        async with translated():
+            answer = await client.users_lookupByEmail(email=email)
+    except Refused as refusal:
+        if str(refusal) == "users_not_found":
+            return None
+        raise
+    user = answer["user"]
+    return None if user.get("deleted") or user.get("is_bot") else str(user["id"])
 
 
 @asynccontextmanager
