@@ -33,7 +33,7 @@ What it does:
 3. *digests*: for every manager, in a seeded random order, the weekly digest for the 7 days ending
    at `NOW` exactly as the sender builds it (`handlers.digest.build`: every content query and the
    `Reply`), rendered to Block Kit (`bot.slack.render.render`) and its chart drawn
-   (`bot.digests.Digests._chart`: `chart_bars` and `pipeline_chart` in a worker thread, for every
+   (`bot.digests.Digests.chart`: `chart_bars` and `pipelinechart` in a worker thread, for every
    digest that says something). Each manager's "last digest" snapshot is their current pipeline
    with every amount moved by up to 15 % (a twelfth of the stages then empty, 5 % of managers on
    their first digest), so charts have both series as they do from the second week on. With
@@ -76,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import JSON, MetaData, Table, func, insert, select, text  # noqa: E402
 
+from benchmarks.lookup import percentile  # noqa: E402
 from bot.digests import Digests  # noqa: E402
 from bot.server import _settle_memory  # noqa: E402
 from bot.slack.render import render  # noqa: E402
@@ -137,11 +138,6 @@ SYNC_KIND = {"stage": "stage_change", "amount": "amount_change", "close_date": "
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
-
-def percentile(samples: Sequence[float], p: int) -> float:
-    if len(samples) == 1:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
 
 
 def peak_rss_mib() -> float:
@@ -645,7 +641,7 @@ async def one_digest(store: Store, sender: Digests, m: Manager, previous: dict[s
     built_at = time.perf_counter()
     message = render(built.reply)
     rendered_at = time.perf_counter()
-    chart = await sender._chart(built)  # chart_bars, then pipeline_chart in a worker thread
+    chart = await sender.chart(built)  # chart_bars, then pipelinechart in a worker thread
     charted_at = time.perf_counter()
     d = built.data
     lists = tuple(getattr(d, name).total for name in LIST_NAMES)

@@ -40,7 +40,6 @@ import asyncio
 import gc
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from benchmarks import capture_events  # noqa: E402
+from benchmarks.lookup import percentile  # noqa: E402
 from bot.shell import ShellAdapter  # noqa: E402
 from crm_store import Actor, Store  # noqa: E402
 from crm_store.models import (  # noqa: E402
@@ -315,11 +315,6 @@ def sizes(bench: Bench) -> tuple[float, float | None]:
 
 
 # -- timing -------------------------------------------------------------------------------------
-
-def percentile(samples: Sequence[float], p: int) -> float:
-    if len(samples) == 1:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1]
 
 
 async def timed(calls: Sequence[Callable[[], Awaitable[Any]]], warm_up: int = 10) -> tuple[list[float], list[Any]]:

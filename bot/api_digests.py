@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 from sqlalchemy import func, select
 
 from bot.api import STORE, json_body, problem
@@ -52,7 +52,7 @@ class SubscriptionItem(BaseModel):
 
 
 class SubscriptionBulk(BaseModel):
-    items: list[dict[str, Any]] = Field(max_length=MAX_BULK)
+    items: list[dict[str, Any]]
 
 
 async def put_subscriptions(request: web.Request) -> web.Response:

@@ -19,9 +19,6 @@ from bot.render_text import render
 from bot.settings import Settings, digest_settings
 from crm_store import Store, digests
 from crm_store.models import DigestRun, OutboxItem, User
-from handlers.digest import chart_bars
-from handlers.digest_chart import pipeline_chart
-from handlers import texts
 
 WAIT_EVERY_S = 0.2
 SEND_TIMEOUT_S = 120.0
@@ -56,12 +53,16 @@ async def _preview(settings: Settings, email: str, chart: Path | None) -> int:
         if user is None:
             typer.echo(f"No CRM user has the email {email}.", err=True)
             return 1
-        built = await Digests(store, digest_settings(settings), {}).preview(user)
+        service = Digests(store, digest_settings(settings), {})
+        built = await service.preview(user)
         typer.echo(render(built.reply))
         if chart is not None:
-            currency, bars = chart_bars(built.data) if built.data.pipeline else ("USD", [])
-            chart.write_bytes(pipeline_chart(bars, currency=currency, title=texts.DIGEST_CHART_TITLE))
-            typer.echo(f"Chart written to {chart}.", err=True)
+            drawn = await service.chart(built)
+            if drawn is None:
+                typer.echo("No chart: this digest has nothing to chart.", err=True)
+            else:
+                chart.write_bytes(drawn.png)
+                typer.echo(f"Chart written to {chart}.", err=True)
         return 0
     finally:
         await store.close()

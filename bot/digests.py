@@ -136,7 +136,7 @@ class Digests:
         previous = await digests.previous_snapshot(self.store, run)
         built = await build(self.store, user.id, Window(run.window_start, run.window_end), self.settings,
                             time_zone=sub.time_zone or user.time_zone, previous=previous)
-        chart = await self._chart(built)
+        chart = await self.chart(built)
         try:
             conversation = await port.open_dm(user)
             if conversation is None:
@@ -160,7 +160,7 @@ class Digests:
         log.info("digest sent", extra={"subscription": sub.id, "period": run.period_key, "platform": sub.platform})
         return {"status": "sent"}
 
-    async def _chart(self, built: Built) -> Chart | None:
+    async def chart(self, built: Built) -> Chart | None:
         """The pipeline chart, drawn off the event loop; none for a digest that says nothing."""
         if built.data.nothing_moved or not built.data.pipeline:
             return None

@@ -148,25 +148,26 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     events: ChatEvents | None = None
     app[ROOMS] = rooms = []
     direct: dict[str, DirectMessages] = {}
+    digest_options = digest_settings(settings)
     if settings.slack_enabled:
         events = ChatEvents(store, count_event)
         slack_rooms = slack_deal_rooms(store, settings)
         rooms.append(slack_rooms)
         direct["slack"] = SlackDirect(web_client(settings, retries=False))
         Capture(store, events, capture_settings(settings), CaptureTexts(), whispers=[slack_rooms.port])
-        dispatcher = Dispatcher(store, rooms={"slack": slack_rooms}, digests=digest_settings(settings))
+        dispatcher = Dispatcher(store, rooms={"slack": slack_rooms}, digests=digest_options)
         app[SLACK] = SlackAdapter(store, settings, dispatcher, events)
         app.cleanup_ctx.append(_slack_lifetime)
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", app[SLACK].handle)
     retention = timedelta(days=settings.transcript_retention_days) if settings.transcript_retention_days else None
-    digests = Digests(store, digest_settings(settings), direct) if direct else None
+    digests = Digests(store, digest_options, direct) if direct else None
     app[SCHEDULER] = create_scheduler(store, events, rooms, retention, digests)
     app.cleanup_ctx.append(_scheduler_lifetime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     api.add_routes(app)
-    api_digests.add_routes(app, digest_settings(settings))
+    api_digests.add_routes(app, digest_options)
     return app
 
 

@@ -138,8 +138,8 @@ def _unknown(word: str) -> str:
 
 def _zone(ctx: Context, typed: str | None) -> tuple[str, ZoneSource]:
     for zone, source in ((typed, "typed"), (ctx.actor.time_zone, "crm"), (ctx.invocation.time_zone, "profile")):
-        if zone and zone.lower() in _zones():
-            return _zones()[zone.lower()], source  # type: ignore[return-value]
+        if zone and (known := known_zone(zone)):
+            return known, source  # type: ignore[return-value]
     return ctx.digests.default_zone, "default"
 
 
@@ -158,9 +158,8 @@ def describe(schedule: Schedule, source: ZoneSource | None = None) -> str:
 
 def zone_of(time_zone: str | None, settings: DigestSettings) -> ZoneInfo:
     """A stored zone, or the default when it is unset (or no longer known to this machine)."""
-    if time_zone and time_zone.lower() in _zones():
-        return ZoneInfo(_zones()[time_zone.lower()])
-    return ZoneInfo(settings.default_zone)
+    known = known_zone(time_zone) if time_zone else None
+    return ZoneInfo(known or settings.default_zone)
 
 
 async def _show(ctx: Context, user_id: int) -> Reply:

@@ -407,7 +407,7 @@ async def test_a_digest_fits_block_kit_and_an_adaptive_card_with_its_chart(store
     built = await service.preview(await _user(store, org.users["vp"]))
     data = built.data
     assert data.moved and data.captured  # a digest with many sections
-    chart = await service._chart(built)
+    chart = await service.chart(built)
     assert chart is not None
     blocks = block_kit(built.reply).blocks
     assert len(blocks) <= MAX_BLOCKS and blocks[0]["text"]["text"] == "Pipeline digest for Victor Vance"
