@@ -383,6 +383,21 @@ class ProcessedEvent(Base):
     processed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class ConversationRef(Base):
+    """How to reach someone or somewhere later, as the platform handed it over (Teams: a
+    conversation reference with its service URL and tenant), for proactive messages."""
+
+    __tablename__ = "conversation_refs"
+    __table_args__ = (UniqueConstraint("platform", "scope", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(16))  # "user" (a 1:1 chat, by AAD id) or "team" (by team id)
+    key: Mapped[str] = mapped_column(String(128))
+    reference: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class AuditLog(Base):
     __tablename__ = "audit_log"
 
