@@ -19,6 +19,7 @@ from bot import csv_import
 from bot.cli_digest import digest
 from bot.cli_rooms import rooms_app
 from bot.cli_support import progress_bar, settings_or_exit, setup_logging
+from bot.cli_teams import teams_app
 from bot.settings import capture_settings, room_settings
 from bot.shell import SHELL_HELP, ShellAdapter, bot_post, describe
 from bot.shell_rooms import MemoryRooms
@@ -35,6 +36,7 @@ app.add_typer(db_app, name="db")
 export_app = typer.Typer(help="Export data as CSV.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.add_typer(rooms_app, name="rooms")
+app.add_typer(teams_app, name="teams")
 app.command()(digest)
 EXPORT_MAX_ENTRIES = 10_000_000
 log = logging.getLogger("dealbot")
