@@ -36,10 +36,13 @@ from deal_rooms.rooms import DealRooms
 from crm_store.chat_events import ChatEvent, ChatEvents
 from handlers.capture import CaptureTexts
 from handlers.dispatch import Dispatcher
-from transcripts.capture import Capture
+from bot.teams.app import TeamsAdapter
+from bot.teams.runtime import teams_runtime
+from transcripts.capture import Capture, Whisper
 
 log = logging.getLogger("dealbot.server")
 SLACK = web.AppKey("slack", SlackAdapter)
+TEAMS = web.AppKey("teams", TeamsAdapter)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 ROOMS = web.AppKey("rooms", list[DealRooms])  # one per chat platform
 HEALTH_TIMEOUT_S = 2.0
@@ -145,21 +148,37 @@ def create_app(store: Store, settings: Settings, metrics: Metrics | None = None,
     store.outbox.lease_s = settings.outbox_lease_seconds
     if outbox:
         app.cleanup_ctx.append(_outbox_worker)
-    events: ChatEvents | None = None
-    app[ROOMS] = rooms = []
+    events = ChatEvents(store, count_event) if settings.slack_enabled or settings.teams_enabled else None
+    rooms: list[DealRooms] = []
+    app[ROOMS] = rooms
+    by_platform: dict[str, DealRooms] = {}
     direct: dict[str, DirectMessages] = {}
+    whispers: list[Whisper] = []
     digest_options = digest_settings(settings)
     if settings.slack_enabled:
-        events = ChatEvents(store, count_event)
-        slack_rooms = slack_deal_rooms(store, settings)
-        rooms.append(slack_rooms)
+        slack_rooms = by_platform["slack"] = slack_deal_rooms(store, settings)
         direct["slack"] = SlackDirect(web_client(settings, retries=False))
-        Capture(store, events, capture_settings(settings), CaptureTexts(), whispers=[slack_rooms.port])
-        dispatcher = Dispatcher(store, rooms={"slack": slack_rooms}, digests=digest_options)
+        whispers.append(slack_rooms.port)
+    teams = teams_runtime(store, settings) if settings.teams_enabled else None
+    if teams is not None:
+        direct["teams"] = teams.direct
+        whispers.append(teams.direct)
+        if teams.rooms is not None:
+            by_platform["teams"] = teams.rooms
+    rooms += by_platform.values()
+    dispatcher = Dispatcher(store, rooms=by_platform, digests=digest_options)
+    if events is not None:
+        Capture(store, events, capture_settings(settings), CaptureTexts(), whispers=whispers)
+    if settings.slack_enabled:
+        assert events is not None
         app[SLACK] = SlackAdapter(store, settings, dispatcher, events)
         app.cleanup_ctx.append(_slack_lifetime)
         if not settings.slack_app_token:
             app.router.add_post("/slack/events", app[SLACK].handle)
+    if teams is not None:
+        assert events is not None
+        app[TEAMS] = TeamsAdapter(store, settings, dispatcher, events, teams.cloud, teams.direct)
+        app.router.add_post("/api/messages", app[TEAMS].handle)
     retention = timedelta(days=settings.transcript_retention_days) if settings.transcript_retention_days else None
     digests = Digests(store, digest_options, direct) if direct else None
     app[SCHEDULER] = create_scheduler(store, events, rooms, retention, digests)

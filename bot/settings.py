@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     microsoft_app_id: str | None = None
     microsoft_app_password: SecretStr | None = None
     microsoft_app_tenant_id: str | None = None
+    microsoft_app_type: Literal["MultiTenant", "SingleTenant"] = "MultiTenant"
+    # Bot Framework endpoints under botbuilder's own names; unset: Microsoft's public cloud.
+    to_bot_from_channel_openid_metadata_url: str | None = None
+    to_bot_from_channel_token_issuer: str | None = None
+    to_channel_from_bot_login_url: str | None = None
+    to_channel_from_bot_oauth_scope: str | None = None
+    teams_service_url: str = "https://smba.trafficmanager.net/teams/"
     graph_api_url: str = "https://graph.microsoft.com/v1.0/"
     teams_team_id: str | None = None
     deal_room_min_amount: Decimal = Field(default=Decimal(100_000), ge=0)
@@ -128,6 +135,11 @@ class Settings(BaseSettings):
             raise ValueError("SLACK_BOT_TOKEN is set: also set SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode)")
         if bool(self.microsoft_app_id) != bool(self.microsoft_app_password):
             raise ValueError("set both MICROSOFT_APP_ID and MICROSOFT_APP_PASSWORD, or neither")
+        if self.microsoft_app_type == "SingleTenant" and not self.microsoft_app_tenant_id:
+            raise ValueError("MICROSOFT_APP_TYPE=SingleTenant: also set MICROSOFT_APP_TENANT_ID (the bot's Entra tenant)")
+        if self.teams_team_id and not (self.microsoft_app_id and self.microsoft_app_tenant_id):
+            raise ValueError("TEAMS_TEAM_ID is set: deal rooms in Teams also need MICROSOFT_APP_ID, "
+                             "MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID (Graph tokens are per tenant)")
         return self
 
     @property

@@ -91,7 +91,7 @@ class MemoryRooms:
 
     # -- ChatPort ----------------------------------------------------------------------------
 
-    async def create_channel(self, name: str, *, private: bool) -> Channel:
+    async def create_channel(self, name: str, *, private: bool, owner_email: str | None = None) -> Channel:
         self._check_name(name)
         channel = MemoryChannel(f"C{next(self._ids):05d}", name, private)
         self.channels[channel.id] = channel

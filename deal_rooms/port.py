@@ -27,6 +27,8 @@ class NameRules:
 
 
 SLACK_NAMES = NameRules(max_len=80, disallowed=re.compile(r"[^a-z0-9_-]+"))
+# Teams display names: at most 50 characters, none of ~#%&*{}+/\\:<>?|'" (plain slugs avoid them all).
+TEAMS_NAMES = NameRules(max_len=50, disallowed=re.compile(r"[^a-z0-9_-]+"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,8 @@ class ChatPort(Protocol):
     def limits(self) -> Mapping[str, float]:
         """Calls a minute the platform allows, by the method names below (unlisted: unpaced)."""
 
-    async def create_channel(self, name: str, *, private: bool) -> Channel: ...
+    async def create_channel(self, name: str, *, private: bool, owner_email: str | None = None) -> Channel:
+        """`owner_email`: the deal owner, for platforms whose private channels need an owner (Teams)."""
     async def find_channel(self, name: str) -> Channel | None: ...
     async def channel(self, channel_id: str) -> Channel: ...
     async def members(self, channel_id: str) -> set[str]: ...

@@ -295,7 +295,7 @@ class DealRooms:
         for name in candidates(base, opp.id, self.port.names):
             await self._save(room.id, status="creating", channel_name=name)  # so a crash from here is adopted
             try:
-                return await self.port.create_channel(name, private=self.settings.private)
+                return await self.port.create_channel(name, private=self.settings.private, owner_email=opp.owner.email)
             except NameTaken:
                 continue
             except (RateLimited, Refused):

@@ -53,3 +53,14 @@ def test_secrets_never_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-very-secret")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "shh")
     assert "xoxb-very-secret" not in repr(load_settings())
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"microsoft_app_id": "a", "microsoft_app_password": "p", "microsoft_app_type": "SingleTenant"},
+     "MICROSOFT_APP_TENANT_ID"),
+    ({"microsoft_app_id": "a", "microsoft_app_password": "p", "teams_team_id": "t"}, "MICROSOFT_APP_TENANT_ID"),
+    ({"microsoft_app_id": "a", "microsoft_app_password": "p", "microsoft_app_type": "Both"}, "MICROSOFT_APP_TYPE"),
+])
+def test_teams_settings_that_cannot_work_are_refused_with_the_fix(settings: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        load_settings(**settings)

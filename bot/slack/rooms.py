@@ -60,7 +60,7 @@ class SlackRooms:
         async with self._spacing[call].turn(), translated():
             yield
 
-    async def create_channel(self, name: str, *, private: bool) -> Channel:
+    async def create_channel(self, name: str, *, private: bool, owner_email: str | None = None) -> Channel:
         async with self._tier2("create_channel"):
             answer = await self.client.conversations_create(name=name, is_private=private)
         return Channel(answer["channel"]["id"], answer["channel"]["name"], created_by_us=True)

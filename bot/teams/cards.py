@@ -332,3 +332,23 @@ def render(reply: Reply, *, image: bytes | None = None, image_alt: str = "") -> 
                 layout.picture = None
         _fit_parts(layout, parts)
     return CardMessage(text=layout.fallback, card=layout.card())
+
+
+def log_form(*, text: str, deal: str, problems: dict[str, str]) -> dict[str, Any]:
+    """The "Log as decision" form of the message action: the message's words (editable) and the
+    deal, with what was wrong last time under its field. Teams adds the inputs' values to the
+    submitted ``data`` under their ids."""
+    body: list[dict[str, Any]] = [
+        {"type": "Input.Text", "id": "text", "label": texts.TEAMS_LOG_TEXT, "isMultiline": True,
+         "isRequired": True, "errorMessage": texts.CARD_FORM_REQUIRED, "maxLength": MAX_NOTE_CHARS,
+         "value": clip(text, MAX_NOTE_CHARS)},
+    ]
+    if problems.get("text"):
+        body.append(_text_block(escape(problems["text"]), color="attention", size="small"))
+    body.append({"type": "Input.Text", "id": "deal", "label": texts.TEAMS_LOG_DEAL,
+                 "placeholder": texts.TEAMS_LOG_DEAL_HINT, "isRequired": True,
+                 "errorMessage": texts.TEAMS_LOG_DEAL_MISSING, "maxLength": 200, "value": clip(deal, 200)})
+    if problems.get("deal"):
+        body.append(_text_block(escape(problems["deal"]), color="attention", size="small"))
+    return {"type": "AdaptiveCard", "$schema": SCHEMA, "version": VERSION, "body": body,
+            "actions": [{"type": "Action.Submit", "title": texts.TEAMS_LOG_SUBMIT, "style": "positive"}]}
