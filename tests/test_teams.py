@@ -282,3 +282,37 @@ async def test_a_single_tenant_bot_gets_its_tokens_from_its_own_tenant(
         await client.close()
     assert card_text(answer)
     assert teams.token_requests == [(TENANT, "https://api.botframework.com/.default")]
+
+
+async def test_a_detected_decision_is_suggested_in_the_authors_1to1_chat_and_its_button_logs_it(
+        store: Store, org: Org, teams: TeamsStandIn) -> None:
+    client = await start_teams_app(store, teams, **NO_ROOMS)  # CAPTURE_MODE defaults to suggest
+    try:
+        world = TeamsWorld(client, teams)
+        channel = await room_channel(store, org, teams)
+        await world.say("Legal signed off on the DPA", "rep_a", channel, mention=False)
+        [offer] = await wait_until(lambda: world.bot_messages(world.chat("rep_a")))
+        assert "Legal signed off on the DPA" in card_text(offer) and await entries(store) == []
+        log_it = next(s for s in submits(offer) if s["data"]["command"].startswith("capture log"))
+        await world.press(log_it["data"])
+        said = await wait_until(lambda: world.bot_messages(world.chat("rep_a"))[1:])
+        assert "ACME Renewal 2027" in card_text(said[0])
+        [entry] = await entries(store)
+        assert (entry.kind, entry.data["captured"]) == ("decision", "suggested")
+        assert teams.thread_messages(channel)[0].from_bot is False  # nothing was said in the room itself
+    finally:
+        await client.close()
+
+
+async def test_installing_the_app_in_a_team_remembers_how_to_reach_it(
+        world: TeamsWorld, teams: TeamsStandIn, store: Store) -> None:
+    activity = teams.incoming_activity(teams.add_message(teams.add_channel("general-2"), aad("mgr1"), ""))
+    activity.update(type="conversationUpdate", text=None,
+                    membersAdded=[{"id": f"28:{APP_ID}", "name": "Dealbot"}])
+    activity["channelData"]["eventType"] = "teamMemberAdded"
+    status, _ = await world.deliver(activity)
+    assert status in (200, 201)
+    reference = await conversation_refs.reference(store, "teams", "team", TEAM)
+    assert reference and reference["serviceUrl"] == teams.service_url
+    assert reference["tenantId"] == TENANT
+    assert posts(teams) == []  # nothing said in the team on install

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.schema import Activity, ActivityTypes
+from msrest.exceptions import HttpOperationError
 
 from bot import api
 from bot.settings import Settings
@@ -127,17 +128,17 @@ class TeamsAdapter:
     # -- commands and buttons -----------------------------------------------------------------
 
     async def _who(self, ctx: TurnContext) -> Actor:
-        sender = ctx.activity.from_property
-        return await self.identity.actor(sender.aad_object_id, await self._member(ctx), sender.name or "a Teams user")
+        return await self._author(ctx.activity)
 
-    async def _member(self, ctx: TurnContext) -> dict[str, Any] | None:
-        """The sender's record (email, UPN) from the connector; needed only the first time."""
-        sender = ctx.activity.from_property
-        if sender.aad_object_id and (await self.store.actor_for(teams_aad_id=sender.aad_object_id)).is_mapped:
-            return None
-        members = await self.adapter.members(ctx.activity.service_url, ctx.activity.conversation.id)
-        return next((m for m in members if m.get("id") == sender.id or m.get("aadObjectId") == sender.aad_object_id),
-                    None)
+    async def _author(self, activity: Activity) -> Actor:
+        """Who sent the activity; their connector record is read only the first time."""
+        sender = activity.from_property
+        if sender is None:
+            return Actor.unmapped("a Teams user")
+
+        async def record() -> dict[str, Any] | None:
+            return await self.adapter.member(activity.service_url, activity.conversation.id, sender.id)
+        return await self.identity.actor(sender.aad_object_id, sender.name or "a Teams user", member=record)
 
     async def _run(self, ctx: TurnContext, text: str) -> Reply:
         actor = await self._who(ctx)
@@ -193,7 +194,9 @@ class TeamsAdapter:
         members = await self.adapter.members(ctx.activity.service_url, ctx.activity.conversation.id)
         readers: list[Actor] = []
         for member in members:
-            actor = await self.identity.actor(member.get("aadObjectId"), member, member.get("name") or "someone")
+            async def known(member: dict[str, Any] = member) -> dict[str, Any]:
+                return member
+            actor = await self.identity.actor(member.get("aadObjectId"), member.get("name") or "someone", member=known)
             if not actor.is_mapped:
                 return False
             readers.append(actor)
@@ -209,8 +212,10 @@ class TeamsAdapter:
         event = events.translate(activity, capture_bots=self.settings.capture_bot_messages)
         if event is None:
             return
-        sender = activity.from_property
-        actor = await self.identity.actor(sender.aad_object_id if sender else None)
+        try:
+            actor = await self._author(activity)
+        except HttpOperationError:  # the member could not be read now: captured without an author
+            actor = Actor.unmapped(event.user_id)
         await self.events.receive(replace(event, actor_id=actor.user_id))
 
     # -- the "Log as decision" message action ---------------------------------------------------
@@ -283,6 +288,7 @@ class TeamsAdapter:
         reference = TurnContext.get_conversation_reference(activity)
         kind = activity.conversation.conversation_type if activity.conversation else None
         team = (events.channel_data(activity).get("team") or {})
+        tenant = (events.channel_data(activity).get("tenant") or {}).get("id")
         sender = activity.from_property
         wanted: list[tuple[conversation_refs.Scope, str]] = []
         if kind == "personal" and sender and sender.aad_object_id:
@@ -293,7 +299,8 @@ class TeamsAdapter:
             stamp = f"{activity.service_url}|{activity.conversation.id}"
             if self._seen.get((scope, key)) == stamp:
                 continue
-            await conversation_refs.remember(self.store, PLATFORM, scope, key, reference.serialize())
+            await conversation_refs.remember(self.store, PLATFORM, scope, key,
+                                             {**reference.serialize(), "tenantId": tenant})
             self._seen[(scope, key)] = stamp
 
 

@@ -12,6 +12,7 @@ Pacing is per process; several replicas rely on the retries.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from functools import partial
 import time
@@ -63,8 +64,13 @@ class Pacing:
             sent = self._sent.setdefault(key, deque())
             while (wait := self._wait(sent, time.monotonic())) > 0:
                 await asyncio.sleep(wait)
-            sent.append(time.monotonic())
-            yield
+            try:
+                yield
+            finally:
+                # Stamped once answered: Teams counted the call when it arrived, which is earlier,
+                # so the windows hold on its side too (stamped before sending, a call delayed on its
+                # way, e.g. by a token fetch, let the next ones arrive less than a window apart).
+                sent.append(time.monotonic())
 
     def _wait(self, sent: deque[float], now: float) -> float:
         longest = max(span for span, _ in self.windows)
@@ -162,6 +168,20 @@ class TeamsCloudAdapter(CloudAdapter):  # type: ignore[misc]
         async with self.connector(service_url) as client:
             await self.paced(conversation_id,
                              lambda: client.conversations.update_activity(conversation_id, activity_id, activity))
+
+    async def member(self, service_url: str, conversation_id: str, user_id: str) -> dict[str, Any] | None:
+        """One person's record in a conversation (email, UPN); None when they are not in it."""
+        async with self.connector(service_url) as client:
+            try:  # raw: botbuilder reads it as a ChannelAccount, which drops Teams' email and UPN
+                answer = await retrying(lambda: client.conversations.get_conversation_member(conversation_id, user_id,
+                                                                                            raw=True))
+            except HttpOperationError as error:
+                if status_of(error) == 404:
+                    return None
+                raise
+        body = answer.response.text
+        found = json.loads((body() if callable(body) else body) or "null")
+        return found if isinstance(found, dict) else None
 
     async def members(self, service_url: str, conversation_id: str) -> list[dict[str, Any]]:
         """Everyone in a conversation (a channel's are the team's, or the private channel's)."""

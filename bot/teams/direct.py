@@ -58,7 +58,7 @@ class TeamsDirect:
         app was installed in one, else the settings'."""
         team = await conversation_refs.any_reference(self.store, PLATFORM, "team")
         service = (team or {}).get("serviceUrl") or self.settings.teams_service_url
-        tenant = ((team or {}).get("conversation") or {}).get("tenantId") or self.settings.microsoft_app_tenant_id
+        tenant = (team or {}).get("tenantId") or self.settings.microsoft_app_tenant_id
         return service, tenant
 
     async def open_dm(self, user: User) -> str | None:
