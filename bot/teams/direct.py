@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.schema import Activity, ActivityTypes, Attachment
@@ -52,6 +53,7 @@ class TeamsDirect:
 
     def __init__(self, store: Store, adapter: TeamsCloudAdapter, settings: Settings) -> None:
         self.store, self.adapter, self.settings = store, adapter, settings
+        self.directory: Callable[[str], Awaitable[str | None]] | None = None  # email -> AAD id (Graph)
 
     async def where(self) -> tuple[str, str | None]:
         """Service URL and tenant for a conversation nobody has written in yet: a team's, if the
@@ -62,12 +64,15 @@ class TeamsDirect:
         return service, tenant
 
     async def open_dm(self, user: User) -> str | None:
-        if not user.teams_aad_id:
+        """Their remembered 1:1 chat; else one opened with their AAD id (from the CRM row, or
+        found by email in the directory when Graph is set up); None when Teams does not know them."""
+        aad_id = user.teams_aad_id or (await self.directory(user.email) if self.directory and user.email else None)
+        if not aad_id:
             return None
-        known = await conversation_refs.reference(self.store, PLATFORM, "user", user.teams_aad_id)
+        known = await conversation_refs.reference(self.store, PLATFORM, "user", aad_id)
         if known and (known.get("conversation") or {}).get("id"):
             return _pack(known["serviceUrl"], known["conversation"]["id"])
-        return await self.open_chat(user.teams_aad_id)
+        return await self.open_chat(aad_id)
 
     async def open_chat(self, member_id: str) -> str:
         """The 1:1 chat with a Teams user id (``29:…``) or AAD id; created (or found) by Teams."""

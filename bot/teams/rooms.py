@@ -22,7 +22,7 @@ from typing import Any
 
 from botbuilder.schema import ConversationParameters
 from msrest.exceptions import HttpOperationError
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from bot.settings import Settings, room_settings
 from bot.teams import cards
@@ -148,7 +148,17 @@ class TeamsRooms:
     async def unarchive(self, channel_id: str) -> None:
         current = await self.channel(channel_id)
         if current.archived:
-            await self._rename_to(channel_id, current.name[len(CLOSED):] or "deal")
+            await self._rename_to(channel_id, await self._name_before_archive(channel_id, current.name))
+
+    async def _name_before_archive(self, channel_id: str, name: str) -> str:
+        """The room's own name when `archive` made this one of it (it may have cut it to fit the
+        prefix, or added a suffix); otherwise the name without the prefix."""
+        async with self.store.session() as s:
+            stored = (await s.execute(select(DealRoom.channel_name).where(
+                DealRoom.platform == PLATFORM, DealRoom.channel_id == channel_id))).scalar_one_or_none()
+        if stored and name in _archived_names(channel_id, stored):
+            return stored
+        return name[len(CLOSED):] or "deal"
 
     async def _rename_to(self, channel_id: str, name: str) -> None:
         """`name`, or with a short suffix of the channel's own if another channel has it."""
@@ -194,6 +204,14 @@ class TeamsRooms:
         async with self.store.transaction(renames=False) as s:
             await s.execute(update(DealRoom).where(DealRoom.platform == PLATFORM, DealRoom.channel_id == channel_id,
                                                    DealRoom.conversation_ref.is_(None)).values(conversation_ref=reference))
+
+
+def _archived_names(channel_id: str, name: str) -> tuple[str, str]:
+    """The names `archive` gives a room called `name`: the prefixed name cut to fit, or that with
+    `_rename_to`'s suffix when another channel has it."""
+    first = (CLOSED + name)[:TEAMS_NAMES.max_len]
+    suffix = "-" + hashlib.sha1(channel_id.encode()).hexdigest()[:4]
+    return first, first[:TEAMS_NAMES.max_len - len(suffix)] + suffix
 
 
 def _channel(raw: dict[str, Any]) -> Channel:

@@ -35,4 +35,5 @@ def teams_runtime(store: Store, settings: Settings) -> TeamsRuntime:
                                    settings.microsoft_app_id, settings.microsoft_app_password.get_secret_value(),
                                    GRAPH_SCOPE)
         rooms = teams_deal_rooms(store, settings, cloud, direct, Graph(settings.graph_api_url, tokens))
+        direct.directory = rooms.port.user_for_email
     return TeamsRuntime(cloud, direct, rooms)
