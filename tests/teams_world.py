@@ -5,6 +5,7 @@ bearer token signed by the channel's (stand-in) key."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -110,38 +111,23 @@ def card_of(message: Message) -> dict[str, Any]:
     return next(a["content"] for a in message.attachments if a["contentType"] == "application/vnd.microsoft.card.adaptive")
 
 
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every element of a card, depth first (inside ShowCard forms too)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _nodes(value)
+
+
 def card_text(message: Message) -> str:
     """Every text of a card, flattened, for assertions."""
-    out: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key in ("text", "title", "value", "label"):
-                if isinstance(node.get(key), str):
-                    out.append(node[key])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(card_of(message))
-    return "\n".join(out)
+    return "\n".join(n[key] for n in _nodes(card_of(message)) for key in ("text", "title", "value", "label")
+                     if isinstance(n.get(key), str))
 
 
 def submits(message: Message) -> list[dict[str, Any]]:
     """Every Action.Submit of a card (including those inside ShowCard forms)."""
-    found: list[dict[str, Any]] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "Action.Submit":
-                found.append(node)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(card_of(message))
-    return found
+    return [n for n in _nodes(card_of(message)) if n.get("type") == "Action.Submit"]

@@ -27,7 +27,7 @@ from msrest.exceptions import HttpOperationError
 from bot import api
 from bot.settings import Settings
 from bot.teams import cards, events
-from bot.teams.auth import AuthUnavailable
+from bot.teams.auth import AuthUnavailable, NotAuthenticated
 from bot.teams.connector import TeamsCloudAdapter
 from bot.teams.direct import PLATFORM, TeamsDirect, message
 from bot.teams.identity import TeamsIdentity
@@ -72,7 +72,7 @@ class TeamsAdapter:
         try:
             answer = await self.adapter.process_activity(request.headers.get("Authorization", ""), activity,
                                                          self.on_turn)
-        except PermissionError:
+        except NotAuthenticated:
             return api.problem(401, "not authenticated: a valid Bot Framework token is required")
         except AuthUnavailable as error:
             log.warning("cannot check an activity's token", extra={"error": str(error)})

@@ -39,6 +39,11 @@ PUBLIC_LOGIN_URL = AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL  # .../
 PUBLIC_BOT_SCOPE = AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
 
 
+class NotAuthenticated(PermissionError):
+    """The activity's token is missing or not good: 401. A PermissionError, as botbuilder
+    expects, yet its own type, so a token *we* fail to get during the turn is not mistaken for it."""
+
+
 class AuthUnavailable(Exception):
     """The channel's signing keys could not be fetched: answer 503 so the channel retries."""
 
@@ -94,20 +99,17 @@ class StrictAuthentication(BotFrameworkAuthentication):  # type: ignore[misc]
 
     async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
         if not (auth_header or "").strip():
-            raise PermissionError("no Authorization header")
+            raise NotAuthenticated("no Authorization header")
         try:
             return await self._inner.authenticate_request(activity, auth_header)
-        except PermissionError:
-            log.info("activity refused: not authenticated")
-            raise
         except requests.RequestException as error:
             raise AuthUnavailable(f"cannot fetch the channel's signing keys: {type(error).__name__}") from error
         except Exception as error:  # raised while checking the token: the token is not good
             log.info("activity refused: %s", type(error).__name__)
-            raise PermissionError(f"token rejected ({type(error).__name__})") from error
+            raise NotAuthenticated(f"token rejected ({type(error).__name__})") from error
 
     async def authenticate_streaming_request(self, auth_header: str, channel_id_header: str) -> AuthenticateRequestResult:
-        raise PermissionError("streaming (Direct Line ASE) is not supported")
+        raise NotAuthenticated("streaming (Direct Line ASE) is not supported")
 
     def create_connector_factory(self, claims_identity: ClaimsIdentity) -> ConnectorFactory:
         return self._inner.create_connector_factory(claims_identity)
