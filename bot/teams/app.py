@@ -158,15 +158,22 @@ class TeamsAdapter:
         else:
             await self._answer(ctx, await self._run(ctx, command))
 
+    async def _form(self, ctx: TurnContext) -> Context:
+        """The context a form is logged in: who submitted it, in which channel."""
+        invocation = Invocation(text="", actor=await self._who(ctx), platform=PLATFORM,
+                                channel_id=events.channel_of(ctx.activity))
+        return Context(self.store, invocation)
+
+    async def _room_deal_id(self, form: Context) -> int | None:
+        channel = form.invocation.channel_id
+        opp = await room_deal(self.store, form.actor, PLATFORM, channel) if channel else None
+        return opp.id if opp else None
+
     async def _log_form(self, ctx: TurnContext, command: str, text: str) -> Reply:
         """A note or decision typed into a card's form: checked field by field, as on Slack."""
-        actor = await self._who(ctx)
+        form = await self._form(ctx)
         kind: EntryKind = "decision" if command.startswith("decision") else "note"
-        channel = events.channel_of(ctx.activity)
-        deal_id = int(ref.group(1)) if (ref := REF.search(command)) else None
-        if deal_id is None and channel and (opp := await room_deal(self.store, actor, PLATFORM, channel)):
-            deal_id = opp.id
-        form = Context(self.store, Invocation(text="", actor=actor, platform=PLATFORM, channel_id=channel))
+        deal_id = int(ref.group(1)) if (ref := REF.search(command)) else await self._room_deal_id(form)
         try:
             return await log_from_form(form, kind, deal_id, text)
         except FormError as problems:
@@ -240,11 +247,9 @@ class TeamsAdapter:
     async def _log_task(self, ctx: TurnContext, value: dict[str, Any], problems: dict[str, str] | None = None,
                         typed: dict[str, Any] | None = None) -> dict[str, Any]:
         payload = value.get("messagePayload") or {}
-        actor = await self._who(ctx)
-        channel = events.channel_of(ctx.activity)
         deal = (typed or {}).get("deal")
-        if deal is None and channel and (opp := await room_deal(self.store, actor, PLATFORM, channel)):
-            deal = f"#{opp.id}"
+        if deal is None and (deal_id := await self._room_deal_id(await self._form(ctx))):
+            deal = f"#{deal_id}"
         text = (typed or {}).get("text") or events.plain((payload.get("body") or {}).get("content"))
         card = cards.log_form(text=text, deal=deal or "", problems=problems or {})
         return {"task": {"type": "continue", "value": {"title": texts.TEAMS_LOG_TITLE, "width": "medium",
@@ -253,33 +258,17 @@ class TeamsAdapter:
     async def _log_submit(self, ctx: TurnContext, value: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = value["data"] if isinstance(value.get("data"), dict) else {}
         payload = value.get("messagePayload") or {}
-        actor = await self._who(ctx)
-        channel = events.channel_of(ctx.activity)
+        form = await self._form(ctx)
+        channel = form.invocation.channel_id
         try:
-            deal_id = await self._deal_from(actor, str(data.get("deal") or ""))
+            deal_id = await _deal_from(form, str(data.get("deal") or ""))
             source = None
             if channel and payload.get("id"):
                 source = Source(PLATFORM, f"{channel}/{payload['id']}", payload.get("linkToMessage"))
-            form = Context(self.store, Invocation(text="", actor=actor, platform=PLATFORM, channel_id=channel))
             reply = await log_from_form(form, "decision", deal_id, str(data.get("text") or ""), source)
         except FormError as problems:
             return await self._log_task(ctx, value, problems.problems, data)
         return _task_message(reply.text)
-
-    async def _deal_from(self, actor: Actor, typed: str) -> int:
-        typed = typed.strip()
-        if not typed:
-            raise FormError({"deal": texts.TEAMS_LOG_DEAL_MISSING})
-        if ref := REF.fullmatch(typed) or re.fullmatch(r"(\d+)", typed):
-            return int(ref.group(1))
-        found = await self.store.find_opportunities(actor, typed, limit=4)
-        if not found:
-            raise FormError({"deal": texts.TEAMS_LOG_DEAL_NONE.format(query=typed)})
-        exact = [f for f in found if f.row.name.lower() == typed.lower()]
-        if len(found) == 1 or len(exact) == 1:
-            return (exact or found)[0].row.id
-        deals = ", ".join(f"#{f.row.id} {f.row.name}" for f in found)
-        raise FormError({"deal": texts.TEAMS_LOG_DEAL_SEVERAL.format(query=typed, deals=deals)})
 
     # -- references for proactive messages ------------------------------------------------------
 
@@ -302,6 +291,23 @@ class TeamsAdapter:
             await conversation_refs.remember(self.store, PLATFORM, scope, key,
                                              {**reference.serialize(), "tenantId": tenant})
             self._seen[(scope, key)] = stamp
+
+
+async def _deal_from(form: Context, typed: str) -> int:
+    """The deal typed into the message action's form: ``#12``, or a name only one deal fits."""
+    typed = typed.strip()
+    if not typed:
+        raise FormError({"deal": texts.TEAMS_LOG_DEAL_MISSING})
+    if ref := re.fullmatch(r"#?(\d+)", typed):
+        return int(ref.group(1))
+    found = await form.store.find_opportunities(form.actor, typed, limit=4)
+    if not found:
+        raise FormError({"deal": texts.TEAMS_LOG_DEAL_NONE.format(query=typed)})
+    exact = [f for f in found if f.row.name.lower() == typed.lower()]
+    if len(found) == 1 or len(exact) == 1:
+        return (exact or found)[0].row.id
+    deals = ", ".join(f"#{f.row.id} {f.row.name}" for f in found)
+    raise FormError({"deal": texts.TEAMS_LOG_DEAL_SEVERAL.format(query=typed, deals=deals)})
 
 
 def _task_message(text: str) -> dict[str, Any]:

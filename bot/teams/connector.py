@@ -179,8 +179,7 @@ class TeamsCloudAdapter(CloudAdapter):  # type: ignore[misc]
                 if status_of(error) == 404:
                     return None
                 raise
-        body = answer.response.text
-        found = json.loads((body() if callable(body) else body) or "null")
+        found = json.loads(answer.response.text or "null")
         return found if isinstance(found, dict) else None
 
     async def members(self, service_url: str, conversation_id: str) -> list[dict[str, Any]]:
@@ -191,7 +190,7 @@ class TeamsCloudAdapter(CloudAdapter):  # type: ignore[misc]
             while True:
                 page = await retrying(lambda: client.conversations.get_teams_conversation_paged_members(
                     conversation_id, PAGE, token))
-                found += [m.serialize() if hasattr(m, "serialize") else dict(m) for m in page.members or []]
+                found += [m.serialize() for m in page.members or []]
                 token = page.continuation_token
                 if not token:
                     return found

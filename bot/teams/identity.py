@@ -41,6 +41,3 @@ class TeamsIdentity:
             self._cache.clear()
         self._cache[aad_id] = (time.monotonic(), actor)
         return actor
-
-    def forget(self) -> None:
-        self._cache.clear()

@@ -38,7 +38,8 @@ from handlers.rooms import RoomTexts
 
 log = logging.getLogger("dealbot.teams.rooms")
 CLOSED = "closed-"
-MARKER = " · Dealbot deal room"
+MARK = "Dealbot deal room"  # ends every room channel's description
+MARKER = " · " + MARK
 MAX_DESCRIPTION = 1024
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 MEMBER = "#microsoft.graph.aadUserConversationMember"
@@ -74,7 +75,7 @@ class TeamsRooms:
     # -- channels (Graph) ---------------------------------------------------------------------
 
     async def create_channel(self, name: str, *, private: bool, owner_email: str | None = None) -> Channel:
-        body: dict[str, Any] = {"displayName": name, "description": MARKER.strip(" ·"),
+        body: dict[str, Any] = {"displayName": name, "description": MARK,
                                 "membershipType": "private" if private else "standard"}
         if private:
             owner = await self.user_for_email(owner_email)
@@ -217,4 +218,4 @@ def _archived_names(channel_id: str, name: str) -> tuple[str, str]:
 def _channel(raw: dict[str, Any]) -> Channel:
     name = str(raw.get("displayName", ""))
     return Channel(str(raw["id"]), name, archived=name.lower().startswith(CLOSED),
-                   created_by_us=str(raw.get("description") or "").endswith(MARKER.strip(" ·")))
+                   created_by_us=str(raw.get("description") or "").endswith(MARK))
